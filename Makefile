@@ -1,0 +1,56 @@
+# Two commands set everything up: `make run` and `make test`. See README.md.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PYTHON ?= python3
+
+PG_URL ?= postgres://postgres@127.0.0.1:5432/nightstorm
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+SQLITE_TEST_NAME ?= $(CURDIR)/.test-sqlite.sqlite3
+PYTEST_ARGS ?=
+
+.PHONY: install run test test-postgres test-sqlite services bench lint format clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# The platform on the embedded default (SQLite, no services) unless DATABASE_URL/REDIS_URL
+# say otherwise: web server and task cluster in the foreground; Ctrl-C stops both.
+run: install
+	DEBUG=$${DEBUG:-1} $(PY) manage.py run_platform
+
+services:
+	@bash scripts/ensure_services.sh
+
+# The whole suite on PostgreSQL + Redis, then the part meant for SQLite on SQLite.
+test: install services test-postgres test-sqlite
+
+test-postgres:
+	DATABASE_URL=$(PG_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-sqlite:
+	rm -f $(SQLITE_TEST_NAME)
+	DATABASE_URL=sqlite:///$(CURDIR)/.sqlite-unused.sqlite3 SQLITE_TEST_NAME=$(SQLITE_TEST_NAME) \
+	  REDIS_URL= $(PY) -m pytest -q -m "not postgres and not redis" $(PYTEST_ARGS)
+
+bench: install services
+	DATABASE_URL=$(PG_URL) REDIS_URL=redis://127.0.0.1:6379/14 DEBUG=0 \
+	  SECRET_KEY=bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz \
+	  SECURE_SSL_REDIRECT=0 $(PY) -m bench
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache staticfiles $(SQLITE_TEST_NAME)

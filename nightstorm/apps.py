@@ -1,0 +1,14 @@
+from django.apps import AppConfig
+
+
+class NightstormConfig(AppConfig):
+    name = "nightstorm"
+    verbose_name = "Platform"
+
+    def ready(self):
+        from django.db.models.signals import post_migrate
+
+        from nightstorm import health  # noqa: F401  (registers the built-in checks)
+        from nightstorm.signals import ensure_toolkit_schedules
+
+        post_migrate.connect(ensure_toolkit_schedules, sender=self)

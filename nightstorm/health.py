@@ -1,0 +1,104 @@
+"""Health checks: a small registry and the JSON `/health/` view.
+
+Why not django-health-check: its checks are up or down, while operators here need a third
+state — degraded (Redis slow, the task cluster's heartbeat late) — that still answers 200 so a
+load balancer keeps the web process in rotation. Apps add checks with `register()` from their
+`AppConfig.ready()`.
+
+A check returns `(state, details)` with state `ok`, `degraded` or `down`. The overall status is
+`down` (503) when a required check is down, `degraded` (200) when any check is not ok.
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import connection
+from django.http import JsonResponse
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+OK, DEGRADED, DOWN = "ok", "degraded", "down"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    func: Callable[[], tuple[str, dict]]
+    required: bool
+
+
+_checks: dict[str, Check] = {}
+
+
+def register(name: str, func: Callable[[], tuple[str, dict]], *, required: bool = False) -> None:
+    _checks[name] = Check(name, func, required)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+def check_database() -> tuple[str, dict]:
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+    return OK, {"vendor": connection.vendor, "latency_ms": _ms(time.perf_counter() - started)}
+
+
+def check_redis() -> tuple[str, dict]:
+    if not settings.REDIS_URL:
+        return OK, {"configured": False}
+    from django_redis import get_redis_connection
+
+    started = time.perf_counter()
+    get_redis_connection("default").ping()
+    latency = _ms(time.perf_counter() - started)
+    state = DEGRADED if latency > settings.HEALTH_REDIS_DEGRADED_MS else OK
+    return state, {"configured": True, "latency_ms": latency}
+
+
+def check_task_cluster() -> tuple[str, dict]:
+    from nightstorm.models import Heartbeat
+
+    beat = Heartbeat.objects.filter(name="cluster").values_list("beat_at", flat=True).first()
+    if beat is None:
+        return DOWN, {"reason": "the task cluster has never reported"}
+    age = (timezone.now() - beat).total_seconds()
+    details = {"last_heartbeat": beat.isoformat(), "age_seconds": round(age, 1)}
+    if age > settings.HEALTH_CLUSTER_STALE_SECONDS:
+        return DOWN, {**details, "reason": "heartbeat is stale"}
+    return OK, details
+
+
+register("database", check_database, required=True)
+register("redis", check_redis, required=bool(settings.REDIS_URL))
+register("task_cluster", check_task_cluster)
+
+
+def run_checks() -> tuple[str, dict]:
+    results, status = {}, OK
+    for check in _checks.values():
+        try:
+            state, details = check.func()
+        except Exception as exc:  # a check that breaks reports down, never a 500
+            state, details = DOWN, {"error": f"{type(exc).__name__}: {exc}"[:300]}
+        results[check.name] = {"state": state, "required": check.required, **details}
+        if state == DOWN and check.required:
+            status = DOWN
+        elif state != OK and status == OK:
+            status = DEGRADED
+    return status, results
+
+
+@never_cache
+@require_GET
+def health_view(request):
+    status, checks = run_checks()
+    return JsonResponse(
+        {"status": status, "checks": checks, "time": timezone.now().isoformat()},
+        status=503 if status == DOWN else 200,
+    )

@@ -1,0 +1,293 @@
+"""Settings, read from the environment only (12-factor).
+
+Defaults serve the embedded mode (`make run`: SQLite, no Redis); a real deployment sets
+`DATABASE_URL`, `REDIS_URL`, `SECRET_KEY` and `DEBUG=0`. A malformed value fails at start with
+`ImproperlyConfigured` naming the variable. Tuning knobs (`NIGHTSTORM_*`, `JACKPOT_*`,
+`CONNECTIONS_*`) are listed in the README.
+"""
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+
+
+def _int(name, default, minimum=0):
+    value = env.int(name, default=default)
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+DEBUG = env.bool("DEBUG", default=False)
+
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
+    SECRET_KEY = "django-insecure-dev-only-key-never-used-in-production"  # noqa: S105
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_q",
+    "pgtrigger",
+    "nightstorm",
+    "game",
+    "jackpot",
+    "connections",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "nightstorm.urls"
+WSGI_APPLICATION = "nightstorm.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+
+DATABASES = {
+    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+}
+_db = DATABASES["default"]
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets readers run beside the writer; IMMEDIATE takes the write lock at BEGIN so two
+    # read-then-write transactions queue instead of failing with "database is locked" later.
+    _db["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    _db["TEST"] = {"NAME": env.str("SQLITE_TEST_NAME", default=str(BASE_DIR / "test.sqlite3"))}
+elif _db["ENGINE"] == "django.db.backends.postgresql":
+    _db["CONN_MAX_AGE"] = _int("DB_CONN_MAX_AGE", 0)
+    _db["CONN_HEALTH_CHECKS"] = True
+    _pool_max = _int("DB_POOL_MAX_SIZE", 0)
+    if _pool_max:
+        # psycopg_pool through Django 5.1+; CONN_MAX_AGE must stay 0 with a pool.
+        _db["CONN_MAX_AGE"] = 0
+        _db["OPTIONS"] = {
+            "pool": {"min_size": _int("DB_POOL_MIN_SIZE", 1), "max_size": _pool_max, "timeout": 10}
+        }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache, Redis and locks -----------------------------------------------------------------
+
+REDIS_URL = env.str("REDIS_URL", default="")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "ns",
+            "OPTIONS": {
+                "CLIENT_CLASS": "django_redis.client.DefaultClient",
+                "SOCKET_CONNECT_TIMEOUT": 2,
+                "SOCKET_TIMEOUT": 2,
+            },
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# "redis" needs REDIS_URL; "database" works everywhere (lease rows in the default database).
+NIGHTSTORM_LOCK_BACKEND = env.str("NIGHTSTORM_LOCK_BACKEND", default="redis" if REDIS_URL else "database")
+if NIGHTSTORM_LOCK_BACKEND not in ("redis", "database"):
+    raise ImproperlyConfigured("NIGHTSTORM_LOCK_BACKEND must be 'redis' or 'database'")
+if NIGHTSTORM_LOCK_BACKEND == "redis" and not REDIS_URL:
+    raise ImproperlyConfigured("NIGHTSTORM_LOCK_BACKEND=redis needs REDIS_URL")
+
+# --- Concurrency toolkit --------------------------------------------------------------------
+
+NIGHTSTORM_MAX_RETRY_ATTEMPTS = _int("NIGHTSTORM_MAX_RETRY_ATTEMPTS", 8, minimum=1)
+NIGHTSTORM_RETRY_BASE_DELAY_MS = _int("NIGHTSTORM_RETRY_BASE_DELAY_MS", 5)
+NIGHTSTORM_RETRY_MAX_DELAY_MS = _int("NIGHTSTORM_RETRY_MAX_DELAY_MS", 500)
+NIGHTSTORM_TRANSIENT_RETRY_ATTEMPTS = _int("NIGHTSTORM_TRANSIENT_RETRY_ATTEMPTS", 5, minimum=1)
+NIGHTSTORM_LOCK_TIMEOUT_MS = _int("NIGHTSTORM_LOCK_TIMEOUT_MS", 3000, minimum=1)
+NIGHTSTORM_OUTBOX_MAX_ATTEMPTS = _int("NIGHTSTORM_OUTBOX_MAX_ATTEMPTS", 6, minimum=1)
+NIGHTSTORM_OUTBOX_BASE_DELAY_S = _int("NIGHTSTORM_OUTBOX_BASE_DELAY_S", 5)
+NIGHTSTORM_IDEMPOTENCY_TTL_HOURS = _int("NIGHTSTORM_IDEMPOTENCY_TTL_HOURS", 48, minimum=1)
+
+# --- Game -----------------------------------------------------------------------------------
+
+NIGHTSTORM_COMBAT_CAPACITY = _int("NIGHTSTORM_COMBAT_CAPACITY", 10, minimum=1)
+NIGHTSTORM_COMBATS_PER_EVENT = _int("NIGHTSTORM_COMBATS_PER_EVENT", 3, minimum=1)
+NIGHTSTORM_COMBAT_MAX_TURNS = _int("NIGHTSTORM_COMBAT_MAX_TURNS", 30, minimum=1)
+NIGHTSTORM_COMBAT_PARALLELISM = _int("NIGHTSTORM_COMBAT_PARALLELISM", 4, minimum=1)
+NIGHTSTORM_COMBAT_TICK_SECONDS = _int("NIGHTSTORM_COMBAT_TICK_SECONDS", 5, minimum=1)
+NIGHTSTORM_INTERVAL_MINUTES = _int("NIGHTSTORM_INTERVAL_MINUTES", 60, minimum=1)
+NIGHTSTORM_REGISTRATION_WINDOW_SECONDS = _int("NIGHTSTORM_REGISTRATION_WINDOW_SECONDS", 300, minimum=1)
+NIGHTSTORM_SCHEDULE_GRACE_SECONDS = _int("NIGHTSTORM_SCHEDULE_GRACE_SECONDS", 180, minimum=1)
+
+# --- Jackpot --------------------------------------------------------------------------------
+
+JACKPOT_MAX_RETRY_ATTEMPTS = _int("JACKPOT_MAX_RETRY_ATTEMPTS", 10, minimum=1)
+JACKPOT_RETRY_DELAY_MS = _int("JACKPOT_RETRY_DELAY_MS", 2)
+JACKPOT_LOCK_TIMEOUT_MS = _int("JACKPOT_LOCK_TIMEOUT_MS", 2000, minimum=1)
+JACKPOT_MAX_BET = _int("JACKPOT_MAX_BET", 1_000_000_000, minimum=1)
+
+# --- Connections ----------------------------------------------------------------------------
+
+CONNECTIONS_SERVICE_TOKEN = env.str("CONNECTIONS_SERVICE_TOKEN", default="")
+CONNECTIONS_IDLE_TIMEOUT_SECONDS = _int("CONNECTIONS_IDLE_TIMEOUT_SECONDS", 300, minimum=1)
+CONNECTIONS_WRITE_QUEUE_SIZE = _int("CONNECTIONS_WRITE_QUEUE_SIZE", 10_000, minimum=1)
+CONNECTIONS_MAX_LINE_BYTES = _int("CONNECTIONS_MAX_LINE_BYTES", 1024, minimum=16)
+CONNECTIONS_MAX_CLIENTS = _int("CONNECTIONS_MAX_CLIENTS", 5000, minimum=1)
+
+# --- Operations -----------------------------------------------------------------------------
+
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+HEALTH_REDIS_DEGRADED_MS = _int("HEALTH_REDIS_DEGRADED_MS", 100, minimum=1)
+HEALTH_CLUSTER_STALE_SECONDS = _int("HEALTH_CLUSTER_STALE_SECONDS", 120, minimum=1)
+
+# django-q2: the ORM broker keeps tasks and schedules in the default database. Delivery is at
+# least once (an unacknowledged task comes back after `retry` seconds), so `timeout` stays below
+# `retry` and every task tolerates running twice.
+Q_CLUSTER = {
+    "name": "nightstorm",
+    "orm": "default",
+    "workers": _int("Q_WORKERS", 2, minimum=1),
+    "timeout": _int("Q_TIMEOUT", 50, minimum=1),
+    "retry": _int("Q_RETRY", 60, minimum=2),
+    "max_attempts": _int("Q_MAX_ATTEMPTS", 3, minimum=0),
+    "catch_up": False,
+    "save_limit": 500,
+    "ack_failures": True,
+    "poll": 0.5,
+    "sync": env.bool("Q_SYNC", default=False),
+    "label": "Tasks",
+}
+if Q_CLUSTER["timeout"] >= Q_CLUSTER["retry"]:
+    raise ImproperlyConfigured("Q_TIMEOUT must be lower than Q_RETRY")
+
+# --- API ------------------------------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "nightstorm.api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env.str("THROTTLE_ANON", default="120/min"),
+        "auth": env.str("THROTTLE_AUTH", default="30/min"),
+        "register": env.str("THROTTLE_REGISTER", default="20/hour"),
+    },
+    "NUM_PROXIES": env.int("NUM_PROXIES", default=None),
+}
+if DEBUG:
+    REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"].append("rest_framework.renderers.BrowsableAPIRenderer")
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Nightstorm API",
+    "DESCRIPTION": "Zones, players, combats, jackpots and connections.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# --- Auth, i18n, static ---------------------------------------------------------------------
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+PASSWORD_HASHERS = env.list(
+    "PASSWORD_HASHERS",
+    default=[
+        "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+        "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+        "django.contrib.auth.hashers.Argon2PasswordHasher",
+        "django.contrib.auth.hashers.BCryptSHA256PasswordHasher",
+        "django.contrib.auth.hashers.ScryptPasswordHasher",
+    ],
+)
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if not DEBUG
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+
+# --- Security (safe by default when DEBUG is off) -------------------------------------------
+
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+# /health/ and /metrics are probed over plain HTTP from inside the deployment.
+SECURE_REDIRECT_EXEMPT = [r"^health/", r"^metrics$"]
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}

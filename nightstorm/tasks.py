@@ -1,0 +1,27 @@
+"""django-q2 entry points of the toolkit. Each tolerates running twice."""
+
+from django.utils import timezone
+
+from nightstorm import outbox
+from nightstorm.models import Heartbeat
+
+
+def heartbeat() -> None:
+    """Proves a cluster worker ran recently; read by the `task_cluster` health check."""
+    Heartbeat.objects.update_or_create(name="cluster", defaults={"beat_at": timezone.now()})
+
+
+def drain_outbox() -> dict:
+    return outbox.drain()
+
+
+def prune_idempotency_records() -> int:
+    from datetime import timedelta
+
+    from django.conf import settings
+
+    from nightstorm.models import IdempotencyRecord
+
+    cutoff = timezone.now() - timedelta(hours=settings.NIGHTSTORM_IDEMPOTENCY_TTL_HOURS)
+    deleted, _ = IdempotencyRecord.objects.filter(created_at__lt=cutoff).delete()
+    return deleted
