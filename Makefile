@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 PYTHON ?= python3
 
 PG_URL ?= postgres://postgres@127.0.0.1:5432/nightstorm
+BENCH_PG_URL ?= postgres://postgres@127.0.0.1:5432/nightstorm_bench
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 SQLITE_TEST_NAME ?= $(CURDIR)/.test-sqlite.sqlite3
 PYTEST_ARGS ?=
@@ -40,7 +41,7 @@ test-sqlite:
 	  REDIS_URL= $(PY) -m pytest -q -m "not postgres and not redis" $(PYTEST_ARGS)
 
 bench: install services
-	DATABASE_URL=$(PG_URL) REDIS_URL=redis://127.0.0.1:6379/14 DEBUG=0 \
+	DATABASE_URL=$(BENCH_PG_URL) REDIS_URL=redis://127.0.0.1:6379/14 DEBUG=0 \
 	  SECRET_KEY=bench-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz \
 	  SECURE_SSL_REDIRECT=0 $(PY) -m bench
 

@@ -165,6 +165,8 @@ JACKPOT_MAX_RETRY_ATTEMPTS = _int("JACKPOT_MAX_RETRY_ATTEMPTS", 10, minimum=1)
 JACKPOT_RETRY_DELAY_MS = _int("JACKPOT_RETRY_DELAY_MS", 2)
 JACKPOT_LOCK_TIMEOUT_MS = _int("JACKPOT_LOCK_TIMEOUT_MS", 2000, minimum=1)
 JACKPOT_MAX_BET = _int("JACKPOT_MAX_BET", 1_000_000_000, minimum=1)
+# Shared secret of game servers allowed to award wins (besides staff accounts).
+JACKPOT_SERVICE_TOKEN = env.str("JACKPOT_SERVICE_TOKEN", default="")
 
 # --- Connections ----------------------------------------------------------------------------
 

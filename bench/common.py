@@ -1,0 +1,115 @@
+"""What every benchmark shares: Django set-up, timing, the result row and the table.
+
+A benchmark module is `bench/bench_<topic>.py` with a `run() -> list[Row]`; `python -m bench`
+runs them all (or the ones named on the command line), prints one table and writes the rows to
+`bench/results.json`. Each row puts our figure beside a raw baseline measured in the same run
+(a plain SQL statement or Redis command doing the same work).
+"""
+
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+
+def setup_django() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "nightstorm.settings")
+    import django
+
+    django.setup()
+
+
+@dataclass
+class Row:
+    """One line of the table.
+
+    `unit` says what the figures are; `higher_is_better` is True for rates (ops/s) and False
+    for times (ms). The ratio is ours / baseline for rates and baseline / ours for times, so a
+    ratio of 1.0 means "as good as raw" either way. `goal` is the ratio (or, with
+    `goal_is_absolute`, our figure) we aim for; None when there is no target.
+    """
+
+    work: str
+    unit: str
+    ours: float
+    baseline: float | None
+    goal: float | None = None
+    higher_is_better: bool = True
+    goal_is_absolute: bool = False
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if not self.baseline or not self.ours:
+            return None
+        return self.ours / self.baseline if self.higher_is_better else self.baseline / self.ours
+
+    def as_json(self) -> dict:
+        data = asdict(self)
+        data["ratio"] = None if self.ratio is None else round(self.ratio, 3)
+        return data
+
+
+def rate(fn: Callable[[], object], *, seconds: float = 2.0, min_ops: int = 50) -> float:
+    """Calls per second of `fn` over about `seconds` (after a short warm-up)."""
+    for _ in range(min(20, min_ops)):
+        fn()
+    count, started = 0, time.perf_counter()
+    deadline = started + seconds
+    while True:
+        fn()
+        count += 1
+        if count >= min_ops and time.perf_counter() >= deadline:
+            break
+    return count / (time.perf_counter() - started)
+
+
+def latencies_ms(fn: Callable[[], object], n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        started = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - started) * 1000)
+    return out
+
+
+def percentile(values: list[float], pct: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0
+
+
+def fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def print_table(rows: list[Row]) -> None:
+    header = ("work", "unit", "ours", "raw baseline", "ratio", "goal")
+    lines = []
+    for r in rows:
+        goal = "-"
+        if r.goal is not None:
+            goal = f"{fmt(r.goal)} {r.unit}" if r.goal_is_absolute else f">= {r.goal:.2f}"
+        lines.append((r.work, r.unit, fmt(r.ours), fmt(r.baseline), fmt(r.ratio), goal))
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *lines, strict=False)]
+    sep = "  "
+    print(sep.join(h.ljust(w) for h, w in zip(header, widths, strict=False)))
+    print(sep.join("-" * w for w in widths))
+    for line in lines:
+        print(sep.join(str(x).ljust(w) for x, w in zip(line, widths, strict=False)))
+    for r in rows:
+        if r.note:
+            print(f"  * {r.work}: {r.note}")
