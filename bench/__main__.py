@@ -22,10 +22,16 @@ def prepare_database() -> None:
         import psycopg
 
         admin = psycopg.connect(
-            host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432, user=db["USER"] or "postgres",
-            password=db["PASSWORD"] or None, dbname="postgres", autocommit=True,
+            host=db["HOST"] or "127.0.0.1",
+            port=db["PORT"] or 5432,
+            user=db["USER"] or "postgres",
+            password=db["PASSWORD"] or None,
+            dbname="postgres",
+            autocommit=True,
         )
-        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db["NAME"]]).fetchone()
+        exists = admin.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", [db["NAME"]]
+        ).fetchone()
         if not exists:
             admin.execute(f'CREATE DATABASE "{db["NAME"]}"')
         admin.close()

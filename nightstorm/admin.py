@@ -71,7 +71,15 @@ class VersionedModelAdmin(admin.ModelAdmin):
 
 @admin.register(OutboxJob)
 class OutboxJobAdmin(admin.ModelAdmin):
-    list_display = ("id", "kind", "state", "attempts", "max_attempts", "run_after", "last_error_short")
+    list_display = (
+        "id",
+        "kind",
+        "state",
+        "attempts",
+        "max_attempts",
+        "run_after",
+        "last_error_short",
+    )
     list_filter = ("state", "kind")
     search_fields = ("kind", "dedupe_key", "last_error")
     readonly_fields = [f.name for f in OutboxJob._meta.fields]

@@ -77,7 +77,9 @@ class RedisBackend:
         self._extend = client.register_script(_EXTEND)
 
     def try_acquire(self, key: str, owner: str, ttl_ms: int) -> int | None:
-        fence = self._acquire(keys=[REDIS_PREFIX + key, REDIS_FENCE_PREFIX + key], args=[owner, ttl_ms])
+        fence = self._acquire(
+            keys=[REDIS_PREFIX + key, REDIS_FENCE_PREFIX + key], args=[owner, ttl_ms]
+        )
         return int(fence) or None
 
     def release(self, key: str, owner: str) -> bool:
@@ -208,7 +210,8 @@ def check_fence(key: str, fence: int) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO nightstorm_fence_mark (key, fence, updated_at) VALUES (%s, %s, %s) "
-            "ON CONFLICT (key) DO UPDATE SET fence = excluded.fence, updated_at = excluded.updated_at "
+            "ON CONFLICT (key) DO UPDATE SET fence = excluded.fence, "
+            "updated_at = excluded.updated_at "
             "WHERE nightstorm_fence_mark.fence <= excluded.fence "
             "RETURNING fence",
             [key, fence, timezone.now()],

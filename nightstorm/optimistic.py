@@ -62,7 +62,9 @@ def retry_on_conflict(
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             limit = attempts or settings.NIGHTSTORM_MAX_RETRY_ATTEMPTS
-            base = settings.NIGHTSTORM_RETRY_BASE_DELAY_MS if base_delay_ms is None else base_delay_ms
+            base = (
+                settings.NIGHTSTORM_RETRY_BASE_DELAY_MS if base_delay_ms is None else base_delay_ms
+            )
             for attempt in range(1, limit + 1):
                 try:
                     return fn(*args, **kwargs)

@@ -136,7 +136,9 @@ def retry_now(job_ids) -> int:
             .values_list("pk", flat=True)
         )
         OutboxJob.objects.filter(pk__in=ids).update(
-            state=OutboxJob.State.PENDING, attempts=0, run_after=timezone.now(),
+            state=OutboxJob.State.PENDING,
+            attempts=0,
+            run_after=timezone.now(),
             updated_at=timezone.now(),
         )
         for job_id in ids:

@@ -29,7 +29,7 @@ SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
-    SECRET_KEY = "django-insecure-dev-only-key-never-used-in-production"  # noqa: S105
+    SECRET_KEY = "django-insecure-dev-only-key-never-used-in-production"
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
@@ -131,7 +131,9 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # "redis" needs REDIS_URL; "database" works everywhere (lease rows in the default database).
-NIGHTSTORM_LOCK_BACKEND = env.str("NIGHTSTORM_LOCK_BACKEND", default="redis" if REDIS_URL else "database")
+NIGHTSTORM_LOCK_BACKEND = env.str(
+    "NIGHTSTORM_LOCK_BACKEND", default="redis" if REDIS_URL else "database"
+)
 if NIGHTSTORM_LOCK_BACKEND not in ("redis", "database"):
     raise ImproperlyConfigured("NIGHTSTORM_LOCK_BACKEND must be 'redis' or 'database'")
 if NIGHTSTORM_LOCK_BACKEND == "redis" and not REDIS_URL:
@@ -156,7 +158,9 @@ NIGHTSTORM_COMBAT_MAX_TURNS = _int("NIGHTSTORM_COMBAT_MAX_TURNS", 30, minimum=1)
 NIGHTSTORM_COMBAT_PARALLELISM = _int("NIGHTSTORM_COMBAT_PARALLELISM", 4, minimum=1)
 NIGHTSTORM_COMBAT_TICK_SECONDS = _int("NIGHTSTORM_COMBAT_TICK_SECONDS", 5, minimum=1)
 NIGHTSTORM_INTERVAL_MINUTES = _int("NIGHTSTORM_INTERVAL_MINUTES", 60, minimum=1)
-NIGHTSTORM_REGISTRATION_WINDOW_SECONDS = _int("NIGHTSTORM_REGISTRATION_WINDOW_SECONDS", 300, minimum=1)
+NIGHTSTORM_REGISTRATION_WINDOW_SECONDS = _int(
+    "NIGHTSTORM_REGISTRATION_WINDOW_SECONDS", 300, minimum=1
+)
 NIGHTSTORM_SCHEDULE_GRACE_SECONDS = _int("NIGHTSTORM_SCHEDULE_GRACE_SECONDS", 180, minimum=1)
 
 # --- Jackpot --------------------------------------------------------------------------------
@@ -224,7 +228,9 @@ REST_FRAMEWORK = {
     "NUM_PROXIES": env.int("NUM_PROXIES", default=None),
 }
 if DEBUG:
-    REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"].append("rest_framework.renderers.BrowsableAPIRenderer")
+    REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"].append(
+        "rest_framework.renderers.BrowsableAPIRenderer"
+    )
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Nightstorm API",

@@ -29,7 +29,9 @@ LOCK_NOT_AVAILABLE = "55P03"
 def sqlstate(exc: BaseException) -> str | None:
     """The SQLSTATE of a database error raised through Django, if the driver gave one."""
     cause = exc.__cause__ or exc
-    return getattr(cause, "sqlstate", None) or getattr(getattr(cause, "diag", None), "sqlstate", None)
+    return getattr(cause, "sqlstate", None) or getattr(
+        getattr(cause, "diag", None), "sqlstate", None
+    )
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -44,7 +46,7 @@ def backoff_delay(attempt: int, base_ms: int, max_ms: int | None = None) -> floa
     """Exponential backoff with full jitter, in seconds, for the given 1-based attempt."""
     max_ms = settings.NIGHTSTORM_RETRY_MAX_DELAY_MS if max_ms is None else max_ms
     ceiling = min(max_ms, base_ms * (2 ** (attempt - 1)))
-    return random.uniform(0, ceiling) / 1000.0  # noqa: S311 - jitter, not security
+    return random.uniform(0, ceiling) / 1000.0
 
 
 def transient_retry(func=None, *, attempts: int | None = None, name: str | None = None):

@@ -1,0 +1,120 @@
+"""The retry queue: exactly-once application, backoff, dead jobs and manual retry."""
+
+import pytest
+from django.db.models import F
+from django.utils import timezone
+
+from game.models import Player
+from nightstorm import outbox
+from nightstorm.models import OutboxJob
+from tests.helpers import race
+from tests.nightstorm.factories import make_player
+
+
+class Boom(Exception):
+    pass
+
+
+@outbox.handler("tests.credit")
+def credit(payload):
+    Player.objects.filter(pk=payload["player"]).update(gold=F("gold") + payload["amount"])
+    if payload.get("crash_after_credit"):
+        raise Boom("worker died after crediting")
+
+
+def enqueue_credit(player, amount=10, **extra):
+    from django.db import transaction
+
+    with transaction.atomic():
+        return outbox.enqueue("tests.credit", {"player": str(player.pk), "amount": amount, **extra})
+
+
+def gold(player):
+    return Player.objects.get(pk=player.pk).gold
+
+
+@pytest.mark.django_db
+def test_a_job_runs_once_even_when_its_task_is_delivered_twice():
+    player = make_player()
+    job = enqueue_credit(player)
+    assert outbox.run_job(job.pk) == "done"
+    assert outbox.run_job(job.pk) is None
+    assert gold(player) == 10
+
+
+@pytest.mark.django_db
+def test_a_crash_halfway_rolls_the_effect_back_and_the_job_stays_pending(settings):
+    settings.NIGHTSTORM_OUTBOX_BASE_DELAY_S = 0
+    player = make_player()
+    job = enqueue_credit(player, crash_after_credit=True)
+    assert outbox.run_job(job.pk) == "pending"
+    assert gold(player) == 0
+    job.refresh_from_db()
+    assert job.attempts == 1
+    assert "worker died" in job.last_error
+    # The cause is fixed; the next run pays exactly once.
+    OutboxJob.objects.filter(pk=job.pk).update(payload={"player": str(player.pk), "amount": 10})
+    assert outbox.run_job(job.pk) == "done"
+    assert gold(player) == 10
+
+
+@pytest.mark.django_db
+def test_failures_back_off_then_the_job_is_dead_until_retried(settings):
+    player = make_player()
+    job = enqueue_credit(player, crash_after_credit=True)
+    OutboxJob.objects.filter(pk=job.pk).update(max_attempts=2)
+    assert outbox.run_job(job.pk) == "pending"
+    job.refresh_from_db()
+    assert job.run_after > timezone.now()
+    assert outbox.run_job(job.pk) is None  # not due yet
+    OutboxJob.objects.filter(pk=job.pk).update(run_after=timezone.now())
+    assert outbox.run_job(job.pk) == "dead"
+    assert outbox.drain() == {"done": 0, "pending": 0, "dead": 0, "skipped": 0}
+    assert outbox.retry_now([job.pk]) == 1
+    job.refresh_from_db()
+    assert (job.state, job.attempts) == ("pending", 0)
+    assert gold(player) == 0
+
+
+@pytest.mark.django_db
+def test_dedupe_key_records_one_job():
+    from django.db import transaction
+
+    player = make_player()
+    with transaction.atomic():
+        a = outbox.enqueue("tests.credit", {"player": str(player.pk), "amount": 1}, dedupe_key="k")
+        b = outbox.enqueue("tests.credit", {"player": str(player.pk), "amount": 1}, dedupe_key="k")
+    assert a.pk == b.pk
+    assert OutboxJob.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_job_rolled_back_with_its_cause_never_runs():
+    from django.db import transaction
+
+    player = make_player()
+    with transaction.atomic():
+        outbox.enqueue("tests.credit", {"player": str(player.pk), "amount": 1})
+        transaction.set_rollback(True)
+    assert not OutboxJob.objects.exists()
+
+
+def test_unknown_kinds_are_refused():
+    with pytest.raises(ValueError):
+        outbox.enqueue("tests.nobody-handles-this", {})
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_runners_racing_on_the_same_jobs_apply_each_once():
+    player = make_player()
+    jobs = [enqueue_credit(player, amount=1) for _ in range(20)]
+    ids = [job.pk for job in jobs]
+
+    def runner(_):
+        return [outbox.run_job(pk) for pk in ids]
+
+    race(runner, [(i,) for i in range(4)])
+    race(runner, [(i,) for i in range(4)])  # second pass: anything skipped-while-locked
+    assert gold(player) == 20
+    assert set(OutboxJob.objects.values_list("state", flat=True)) == {"done"}
