@@ -1,0 +1,30 @@
+"""A URLconf for toolkit tests: the real one plus a protected endpoint and a crashing one."""
+
+from django.urls import path
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from nightstorm.urls import urlpatterns as real
+
+
+class Protected(APIView):
+    def get(self, request):
+        return Response({"user": request.user.username})
+
+
+class Crash(APIView):
+    authentication_classes = []
+    permission_classes = []
+
+    def get(self, request):
+        raise RuntimeError("unexpected")
+
+
+urlpatterns = [
+    *real,
+    path("test/protected/", Protected.as_view()),
+    path("test/crash/", Crash.as_view()),
+]
+
+handler404 = "nightstorm.api.errors.json_404"
+handler500 = "nightstorm.api.errors.json_500"
