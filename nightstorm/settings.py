@@ -104,12 +104,17 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
 elif _db["ENGINE"] == "django.db.backends.postgresql":
     _db["CONN_MAX_AGE"] = _int("DB_CONN_MAX_AGE", 0)
     _db["CONN_HEALTH_CHECKS"] = True
+    # Server-side binding lets psycopg prepare the hot statements (auto-prepared after a few
+    # runs), so PostgreSQL stops re-planning every conditional UPDATE.
+    _db["OPTIONS"] = {"server_side_binding": env.bool("DB_SERVER_SIDE_BINDING", default=True)}
     _pool_max = _int("DB_POOL_MAX_SIZE", 0)
     if _pool_max:
         # psycopg_pool through Django 5.1+; CONN_MAX_AGE must stay 0 with a pool.
         _db["CONN_MAX_AGE"] = 0
-        _db["OPTIONS"] = {
-            "pool": {"min_size": _int("DB_POOL_MIN_SIZE", 1), "max_size": _pool_max, "timeout": 10}
+        _db["OPTIONS"]["pool"] = {
+            "min_size": _int("DB_POOL_MIN_SIZE", 1),
+            "max_size": _pool_max,
+            "timeout": 10,
         }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
