@@ -1,0 +1,182 @@
+"""Admin for pools (configuration and ledgered adjustments), the ledger and their records.
+
+A pool's amount is never saved from a form: the page's changes go through
+`services.update_config` and `services.adjust_pool`, so every change of the amount has its
+ledger row and a stale page (an older version) is refused with a form error.
+"""
+
+import threading
+import uuid
+
+from django import forms
+from django.contrib import admin
+from django.core.exceptions import ValidationError
+
+from jackpot import services
+from jackpot.ledger import audit_pools
+from jackpot.models import Contribution, JackpotPool, LedgerEntry, Win
+from nightstorm.admin import VersionedAdminForm, VersionedModelAdmin
+from nightstorm.errors import DomainError
+
+_audit = threading.local()
+
+
+class PoolAdminForm(VersionedAdminForm):
+    """Configuration plus an optional signed adjustment, validated as the services will."""
+
+    adjustment = forms.IntegerField(
+        required=False,
+        help_text="Signed minor units to add to the pool, recorded as an adjustment ledger row.",
+    )
+    adjustment_note = forms.CharField(required=False, max_length=200)
+
+    class Meta:
+        model = JackpotPool
+        fields = ["seed_amount", "contribution_rate_bp", "max_amount"]
+
+    def clean(self):
+        # Lock every pool first, in primary-key order like every other writer (the parent
+        # locks this one row; taking it alone first could deadlock with a contribution).
+        pools = list(JackpotPool.objects.select_for_update(of=("self",)).order_by("pk"))
+        cleaned = super().clean()
+        if self.errors:
+            return cleaned
+        current = next(p for p in pools if p.pk == self.instance.pk)
+        changes = {f: cleaned.get(f) for f in services.CONFIG_FIELDS}
+        try:
+            services.validate_config(changes, current, [p for p in pools if p.pk != current.pk])
+        except DomainError as exc:
+            raise ValidationError(exc.detail, code=exc.code) from exc
+        delta = cleaned.get("adjustment") or 0
+        if current.amount + delta < 0:
+            raise ValidationError("The adjustment would take the pool below zero.")
+        cap = changes["max_amount"]
+        if delta > 0 and cap is not None and current.amount + delta > cap:
+            raise ValidationError("The adjustment would take the pool above its maximum.")
+        cleaned["current_version"] = current.version
+        return cleaned
+
+
+@admin.register(JackpotPool)
+class JackpotPoolAdmin(VersionedModelAdmin):
+    form = PoolAdminForm
+    list_display = (
+        "group",
+        "amount",
+        "seed_amount",
+        "contribution_rate_bp",
+        "max_amount",
+        "version",
+        "lock_holder",
+        "last_modified_at",
+        "ledger_ok",
+    )
+    fields = (
+        "group",
+        "amount",
+        "seed_amount",
+        "contribution_rate_bp",
+        "max_amount",
+        "adjustment",
+        "adjustment_note",
+        "lock_holder",
+        "last_modified_at",
+        "ledger_ok",
+    )
+    readonly_fields = ("group", "amount", "lock_holder", "last_modified_at", "ledger_ok")
+
+    def changelist_view(self, request, extra_context=None):
+        # One audit query for the whole list (admin instances are shared between threads).
+        _audit.by_group = {a.group: a for a in audit_pools()}
+        try:
+            return super().changelist_view(request, extra_context)
+        finally:
+            _audit.by_group = None
+
+    @admin.display(description="ledger ok", boolean=True)
+    def ledger_ok(self, pool):
+        by_group = getattr(_audit, "by_group", None) or {a.group: a for a in audit_pools()}
+        result = by_group.get(pool.group)
+        return bool(result and result.ok)
+
+    def save_model(self, request, obj, form, change):
+        actor = f"admin:{request.user.get_username()}"
+        pool = services.update_config(
+            group=obj.group,
+            changes={f: form.cleaned_data[f] for f in services.CONFIG_FIELDS},
+            expected_version=form.cleaned_data["current_version"],
+            actor=actor,
+        )
+        if form.cleaned_data.get("adjustment"):
+            pool = services.adjust_pool(
+                group=obj.group,
+                delta=form.cleaned_data["adjustment"],
+                operation_id=f"admin:{uuid.uuid4().hex}",
+                note=f"{actor}: {form.cleaned_data.get('adjustment_note') or ''}",
+                expected_version=pool.version,
+            )
+        obj.__dict__.update(
+            {f.attname: getattr(pool, f.attname) for f in JackpotPool._meta.concrete_fields}
+        )
+
+    def has_add_permission(self, request):
+        return False  # the three pools are seeded by a migration
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(LedgerEntry)
+class LedgerEntryAdmin(ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "pool",
+        "kind",
+        "amount",
+        "balance_after",
+        "pool_version",
+        "operation_id",
+        "player",
+        "created_at",
+    )
+    list_filter = ("pool__group", "kind")
+    search_fields = ("operation_id", "note")
+    list_select_related = ("pool", "player")
+    raw_id_fields = ("player",)
+
+
+@admin.register(Contribution)
+class ContributionAdmin(ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "operation_id",
+        "player",
+        "bet",
+        "minor_amount",
+        "major_amount",
+        "mega_amount",
+        "house_amount",
+        "overflow_amount",
+        "created_at",
+    )
+    search_fields = ("operation_id",)
+    list_select_related = ("player",)
+
+
+@admin.register(Win)
+class WinAdmin(ReadOnlyAdmin):
+    list_display = ("id", "operation_id", "pool", "player", "amount", "created_at")
+    list_filter = ("pool__group",)
+    search_fields = ("operation_id",)
+    list_select_related = ("pool", "player")

@@ -1,0 +1,215 @@
+"""Jackpot REST endpoints: thin views over `jackpot.services`."""
+
+import hashlib
+import uuid
+
+from django.db.models import Case, IntegerField, Value, When
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.generics import ListAPIView
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from game.models import Player
+from jackpot import services
+from jackpot.models import GROUPS, JackpotPool, LedgerEntry, LedgerKind
+from nightstorm.api.conditional import etag_for, expected_version
+from nightstorm.api.permissions import IsStaff, service_token_or_staff
+from nightstorm.errors import DomainError, InvalidInput
+from nightstorm.idempotency import HEADER as IDEMPOTENCY_HEADER
+from nightstorm.idempotency import idempotent
+
+
+class PlayerRequired(DomainError):
+    code = "player_required"
+    status = 403
+    detail = "Only an account with a player can contribute."
+
+
+class PoolSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = JackpotPool
+        fields = [
+            "group",
+            "amount",
+            "seed_amount",
+            "contribution_rate_bp",
+            "max_amount",
+            "version",
+            "last_modified_at",
+        ]
+
+
+class ContributionOutSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    bet = serializers.IntegerField()
+    amounts = serializers.DictField(child=serializers.IntegerField())
+
+
+class LedgerEntrySerializer(serializers.ModelSerializer):
+    group = serializers.CharField(source="pool.group")
+
+    class Meta:
+        model = LedgerEntry
+        fields = [
+            "id",
+            "group",
+            "kind",
+            "amount",
+            "balance_after",
+            "pool_version",
+            "operation_id",
+            "player",
+            "note",
+            "created_at",
+        ]
+
+
+def _body(request) -> dict:
+    if not isinstance(request.data, dict):
+        raise InvalidInput("The body must be a JSON object.", code="invalid_body")
+    return request.data
+
+
+def _operation_id(prefix: str, request) -> str:
+    """A stable operation id from the Idempotency-Key and the caller (a fresh one without)."""
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        return f"{prefix}:{uuid.uuid4().hex}"
+    caller = request.user.pk if request.user.is_authenticated else "service"
+    return f"{prefix}:" + hashlib.sha256(f"{caller}\0{key}".encode()).hexdigest()[:48]
+
+
+def _pools():
+    order = Case(
+        *(When(group=g, then=Value(i)) for i, g in enumerate(GROUPS)), output_field=IntegerField()
+    )
+    return JackpotPool.objects.annotate(position=order).order_by("position")
+
+
+class PoolListView(ListAPIView):
+    """The pools with their current amounts (anyone)."""
+
+    permission_classes = [AllowAny]
+    serializer_class = PoolSerializer
+
+    def get_queryset(self):
+        return _pools()
+
+
+class PoolDetailView(APIView):
+    """One pool (anyone, with its ETag); PATCH its configuration (staff, If-Match)."""
+
+    def get_permissions(self):
+        return [AllowAny()] if self.request.method == "GET" else [IsStaff()]
+
+    @extend_schema(responses=PoolSerializer)
+    def get(self, request, group):
+        pool = services.get_pool(group)
+        return Response(PoolSerializer(pool).data, headers={"ETag": etag_for(pool.version)})
+
+    @extend_schema(
+        request=inline_serializer(
+            "PoolConfigPatch",
+            {
+                "seed_amount": serializers.IntegerField(required=False),
+                "contribution_rate_bp": serializers.IntegerField(required=False),
+                "max_amount": serializers.IntegerField(required=False, allow_null=True),
+            },
+        ),
+        responses=PoolSerializer,
+    )
+    def patch(self, request, group):
+        services.get_pool(group)
+        version = expected_version(request)
+        pool = services.update_config(
+            group=group,
+            changes=dict(_body(request)),
+            expected_version=version,
+            actor=f"config:{request.user.get_username()}",
+        )
+        return Response(PoolSerializer(pool).data, headers={"ETag": etag_for(pool.version)})
+
+
+class ContributionView(APIView):
+    """A player's bet feeds the pools; the Idempotency-Key makes it apply once."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        request=inline_serializer("ContributionIn", {"bet": serializers.IntegerField()}),
+        responses={201: ContributionOutSerializer},
+    )
+    @idempotent(required=True)
+    def post(self, request):
+        bet = services.validate_bet(_body(request).get("bet"))
+        player_id = Player.objects.filter(user=request.user).values_list("pk", flat=True).first()
+        if player_id is None:
+            raise PlayerRequired()
+        result = services.contribute(
+            player=player_id, bet=bet, operation_id=_operation_id("contribution", request)
+        )
+        contribution = result.contribution
+        body = {"id": contribution.pk, "bet": contribution.bet, "amounts": contribution.amounts}
+        return Response(ContributionOutSerializer(body).data, status=status.HTTP_201_CREATED)
+
+
+class WinView(APIView):
+    """The game server (or staff) awards a pool to a player: it pays what the pool holds."""
+
+    permission_classes = [service_token_or_staff("JACKPOT_SERVICE_TOKEN")]
+
+    @extend_schema(
+        request=inline_serializer("WinIn", {"player": serializers.UUIDField()}),
+        responses={
+            201: inline_serializer(
+                "WinOut",
+                {
+                    "amount": serializers.IntegerField(),
+                    "group": serializers.CharField(),
+                    "player": serializers.UUIDField(),
+                },
+            )
+        },
+    )
+    @idempotent(required=False)
+    def post(self, request, group):
+        services.get_pool(group)
+        raw = _body(request).get("player")
+        try:
+            player_id = uuid.UUID(str(raw)) if isinstance(raw, str) else None
+        except ValueError:
+            player_id = None
+        if player_id is None:
+            raise InvalidInput("player must be a player id.", code="invalid_player")
+        result = services.process_win(
+            group=group, player=player_id, operation_id=_operation_id("win", request)
+        )
+        win = result.win
+        return Response(
+            {"amount": win.amount, "group": group, "player": str(win.player_id)},
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class LedgerListView(ListAPIView):
+    """The append-only ledger, newest first (staff); filter with ?group=, ?kind=, ?operation_id=."""
+
+    permission_classes = [IsStaff]
+    serializer_class = LedgerEntrySerializer
+
+    def get_queryset(self):
+        queryset = LedgerEntry.objects.select_related("pool").order_by("-id")
+        params = self.request.query_params
+        if "group" in params:
+            if params["group"] not in GROUPS:
+                raise InvalidInput("Unknown group.", code="unknown_group")
+            queryset = queryset.filter(pool__group=params["group"])
+        if "kind" in params:
+            if params["kind"] not in LedgerKind.values:
+                raise InvalidInput("Unknown ledger entry kind.", code="unknown_kind")
+            queryset = queryset.filter(kind=params["kind"])
+        if "operation_id" in params:
+            queryset = queryset.filter(operation_id=params["operation_id"])
+        return queryset

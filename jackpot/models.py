@@ -1,0 +1,268 @@
+"""Jackpot pools, their append-only ledger, and the contribution and win records.
+
+Invariant (checked by `manage.py jackpot_audit`): for every pool, at every committed moment,
+`pool.amount == sum(ledger.amount)` over the pool's ledger rows. A pool's first ledger row is
+its `seed` row (+seed_amount, written in the transaction that creates the pool), so "amount =
+seed at creation + every change since" and "amount = sum of the ledger" are the same statement.
+Rows of one pool form a chain ordered by (`pool_version`, `id`): each row's `balance_after` is
+the previous row's `balance_after` plus its own `amount`, and the last one equals `pool.amount`.
+"""
+
+import pgtrigger
+from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
+
+from game.models import Player
+from nightstorm.errors import DomainError
+from nightstorm.models import VersionedModel
+
+BP_SCALE = 10_000  # basis points in a whole bet
+
+
+class PoolGroup(models.TextChoices):
+    MINOR = "minor"
+    MAJOR = "major"
+    MEGA = "mega"
+
+
+GROUPS = tuple(PoolGroup.values)  # display order: minor, major, mega
+
+
+class JackpotPool(VersionedModel):
+    """One jackpot pool. `amount` only changes together with a ledger row (see module docstring).
+
+    `version` grows on every change (contribution, win, adjustment, configuration), so a
+    conditional update on it detects any concurrent writer. `lock_holder` names the operation
+    that last changed the pool under its row lock (a win, an adjustment or a configuration
+    change) — a debugging aid, not a lock. Rows are always locked or updated in primary-key
+    order so that two multi-pool transactions cannot deadlock.
+    """
+
+    group = models.CharField(max_length=10, choices=PoolGroup.choices, unique=True)
+    amount = models.BigIntegerField(default=0, editable=False)
+    seed_amount = models.BigIntegerField(
+        help_text="Minor units the pool restarts from after a win."
+    )
+    contribution_rate_bp = models.IntegerField(help_text="Share of each bet, in basis points.")
+    max_amount = models.BigIntegerField(
+        null=True, blank=True, help_text="Cap on the pool; contributions above it go to the house."
+    )
+    lock_holder = models.CharField(max_length=120, blank=True, editable=False)
+    last_modified_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        db_table = "jackpot_pool"
+        ordering = ["created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(group__in=GROUPS),
+                name="%(app_label)s_%(class)s_group_valid",
+                violation_error_message="Unknown jackpot group.",
+            ),
+            models.CheckConstraint(
+                condition=Q(amount__gte=0),
+                name="%(app_label)s_%(class)s_amount_not_negative",
+                violation_error_message="A pool cannot hold a negative amount.",
+            ),
+            models.CheckConstraint(
+                condition=Q(seed_amount__gte=0),
+                name="%(app_label)s_%(class)s_seed_not_negative",
+                violation_error_message="The seed amount cannot be negative.",
+            ),
+            models.CheckConstraint(
+                condition=Q(contribution_rate_bp__gte=0, contribution_rate_bp__lte=BP_SCALE),
+                name="%(app_label)s_%(class)s_rate_in_range",
+                violation_error_message="The contribution rate must be 0-10000 basis points.",
+            ),
+            models.CheckConstraint(
+                condition=Q(max_amount__isnull=True) | Q(max_amount__gte=F("seed_amount")),
+                name="%(app_label)s_%(class)s_max_covers_seed",
+                violation_error_message="The maximum amount cannot be below the seed amount.",
+            ),
+        ]
+
+    def __str__(self):
+        return self.group
+
+
+class LedgerIsAppendOnly(DomainError):
+    code = "ledger_append_only"
+    status = 405
+    detail = "Ledger rows are never changed or deleted."
+
+
+class LedgerQuerySet(models.QuerySet):
+    """Refuses bulk updates and deletes in the ORM; the database refuses them too (trigger)."""
+
+    def update(self, **kwargs):
+        raise LedgerIsAppendOnly()
+
+    def delete(self):
+        raise LedgerIsAppendOnly()
+
+    _raw_delete = delete
+
+
+class LedgerKind(models.TextChoices):
+    SEED = "seed"  # the pool's first row: +seed_amount at creation
+    CONTRIBUTION = "contribution"  # +share of a bet
+    WIN = "win"  # -everything the pool held, paid to a player
+    RESET = "reset"  # +seed_amount after a win, funded by the house
+    ADJUSTMENT = "adjustment"  # a game master's signed correction
+
+
+class LedgerEntry(models.Model):
+    """One change of one pool: signed amount, the balance after it, and who caused it.
+
+    Append-only: PostgreSQL refuses UPDATE and DELETE with a trigger (django-pgtrigger); on
+    SQLite a migration installs an UPDATE trigger, and the ORM refuses both everywhere.
+    """
+
+    pool = models.ForeignKey(JackpotPool, on_delete=models.PROTECT, related_name="ledger")
+    kind = models.CharField(max_length=12, choices=LedgerKind.choices)
+    amount = models.BigIntegerField()
+    balance_after = models.BigIntegerField()
+    pool_version = models.PositiveIntegerField(help_text="The pool's version after this change.")
+    operation_id = models.CharField(max_length=100)
+    player = models.ForeignKey(
+        Player, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    note = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = LedgerQuerySet.as_manager()
+
+    class Meta:
+        db_table = "jackpot_ledger"
+        verbose_name_plural = "ledger entries"
+        ordering = ["-id"]
+        indexes = [
+            # jackpot_audit walks each pool's chain in this order.
+            models.Index(fields=["pool", "pool_version", "id"], name="jackpot_ledger_chain"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["operation_id", "pool", "kind"],
+                name="%(app_label)s_%(class)s_once_per_operation",
+                violation_error_message="This operation already changed this pool.",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind__in=LedgerKind.values),
+                name="%(app_label)s_%(class)s_kind_valid",
+                violation_error_message="Unknown ledger entry kind.",
+            ),
+            models.CheckConstraint(
+                condition=Q(balance_after__gte=0),
+                name="%(app_label)s_%(class)s_balance_not_negative",
+                violation_error_message="A pool balance cannot be negative.",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind="adjustment")
+                | Q(kind="win", amount__lte=0)
+                | Q(kind__in=["seed", "contribution", "reset"], amount__gte=0),
+                name="%(app_label)s_%(class)s_amount_sign",
+                violation_error_message="The amount's sign does not fit the entry kind.",
+            ),
+        ]
+        triggers = [
+            pgtrigger.Protect(name="append_only", operation=pgtrigger.Update | pgtrigger.Delete),
+        ]
+
+    def __str__(self):
+        return f"{self.pool_id}:{self.kind} {self.amount:+d} -> {self.balance_after}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise LedgerIsAppendOnly()
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise LedgerIsAppendOnly()
+
+
+class Contribution(models.Model):
+    """One bet's contribution, applied once per `operation_id`.
+
+    `house_amount` is what the pools did not get: the rounding remainder of the per-pool floor
+    plus any `overflow_amount` refused by a capped pool. The database checks that the parts and
+    the house share add up to the bet, so no cent is created or lost here.
+    """
+
+    operation_id = models.CharField(max_length=100)
+    player = models.ForeignKey(Player, on_delete=models.PROTECT, related_name="+")
+    bet = models.BigIntegerField()
+    minor_amount = models.BigIntegerField()
+    major_amount = models.BigIntegerField()
+    mega_amount = models.BigIntegerField()
+    house_amount = models.BigIntegerField()
+    overflow_amount = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["operation_id"],
+                name="%(app_label)s_%(class)s_unique_operation",
+                violation_error_message="This contribution was already applied.",
+            ),
+            models.CheckConstraint(
+                condition=Q(bet__gt=0),
+                name="%(app_label)s_%(class)s_bet_positive",
+                violation_error_message="A bet must be positive.",
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    minor_amount__gte=0,
+                    major_amount__gte=0,
+                    mega_amount__gte=0,
+                    overflow_amount__gte=0,
+                    house_amount__gte=F("overflow_amount"),
+                ),
+                name="%(app_label)s_%(class)s_parts_not_negative",
+                violation_error_message="Contribution parts cannot be negative.",
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    bet=F("minor_amount") + F("major_amount") + F("mega_amount") + F("house_amount")
+                ),
+                name="%(app_label)s_%(class)s_parts_sum_to_bet",
+                violation_error_message="The parts and the house share must add up to the bet.",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.operation_id}: {self.bet}"
+
+    @property
+    def amounts(self) -> dict[str, int]:
+        return {g: getattr(self, f"{g}_amount") for g in GROUPS}
+
+
+class Win(models.Model):
+    """A jackpot payout, applied once per `operation_id`."""
+
+    operation_id = models.CharField(max_length=100)
+    pool = models.ForeignKey(JackpotPool, on_delete=models.PROTECT, related_name="wins")
+    player = models.ForeignKey(Player, on_delete=models.PROTECT, related_name="+")
+    amount = models.BigIntegerField()
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["operation_id"],
+                name="%(app_label)s_%(class)s_unique_operation",
+                violation_error_message="This win was already paid.",
+            ),
+            models.CheckConstraint(
+                condition=Q(amount__gte=0),
+                name="%(app_label)s_%(class)s_amount_not_negative",
+                violation_error_message="A win cannot pay a negative amount.",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.operation_id}: {self.amount}"

@@ -1,0 +1,486 @@
+"""Every change of a jackpot pool: contribute, pay a win, adjust, reconfigure.
+
+Each function owns its transaction with a plain `transaction.atomic()` (not durable): the API's
+idempotency decorator wraps the view in an outer transaction, so here a block may be a
+savepoint. Every change of `amount` writes its ledger rows in the same transaction and bumps
+`version`, which keeps the invariant of `jackpot.models` at every commit.
+
+Concurrency, per operation:
+- `contribute` is optimistic: read the three pools, compute, write the ledger rows, then one
+  conditional UPDATE per pool (`WHERE version = <read>`, primary-key order). Any pool that
+  moved meanwhile (another bet, a win, a configuration change) makes the whole attempt roll
+  back and run again after a jittered backoff, at most JACKPOT_MAX_RETRY_ATTEMPTS times. The
+  ledger rows are written before the UPDATEs so the pool rows stay locked only for the three
+  UPDATEs and the commit.
+- `process_win` and `adjust_pool` are pessimistic: `SELECT … FOR UPDATE` of the one pool,
+  bounded by JACKPOT_LOCK_TIMEOUT_MS (a timeout is 503 `busy`), so the amount paid is exactly
+  the amount held at that moment.
+- `update_config` checks the caller's expected version (If-Match) and locks all pools, because
+  the sum of the rates is a rule across rows.
+"""
+
+import time
+import uuid
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import DatabaseError, IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from game.models import Player
+from jackpot import metrics
+from jackpot.ledger import capped, split_bet
+from jackpot.models import (
+    BP_SCALE,
+    GROUPS,
+    Contribution,
+    JackpotPool,
+    LedgerEntry,
+    LedgerKind,
+    Win,
+)
+from nightstorm.errors import (
+    Busy,
+    ConcurrencyConflict,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PreconditionFailed,
+)
+from nightstorm.optimistic import update_versioned
+from nightstorm.transactions import (
+    backoff_delay,
+    busy_on_lock_timeout,
+    is_transient,
+    set_lock_timeout,
+)
+
+# Switches that exist only so the race tests can show what breaks without the protection
+# (a read-modify-write without the version condition, a win without the row lock). Never
+# turn them off outside a test.
+VERSION_CHECK = True
+WIN_ROW_LOCK = True
+
+DEFAULT_POOLS = (
+    # group, seed_amount, contribution_rate_bp, max_amount (minor units); as migration 0002
+    ("minor", 1_000, 100, 500_000),
+    ("major", 10_000, 50, 5_000_000),
+    ("mega", 100_000, 25, None),
+)
+
+
+class UnknownGroup(NotFound):
+    code = "unknown_group"
+    detail = "There is no jackpot pool with that group."
+
+
+class PlayerNotFound(NotFound):
+    code = "player_not_found"
+    detail = "There is no such player."
+
+
+class OperationReused(Conflict):
+    code = "operation_id_reused"
+    detail = "This operation id was already used for a different request."
+
+
+class JackpotContended(Busy):
+    code = "jackpot_contended"
+    detail = "The jackpot pools are too busy right now; retry with the same key shortly."
+
+
+@dataclass(frozen=True)
+class ContributionResult:
+    contribution: Contribution
+    replayed: bool
+    attempts: int
+
+
+@dataclass(frozen=True)
+class WinResult:
+    win: Win
+    replayed: bool
+
+
+# --- input checks ---------------------------------------------------------------------------
+
+
+def _strict_int(value, *, field: str) -> int:
+    # bool is an int subclass and JSON floats like 1000.0 or 1e3 are not integers of cents.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(
+            f"{field} must be an integer number of minor units.", code=f"{field}_not_integer"
+        )
+    return value
+
+
+def validate_bet(bet) -> int:
+    """The bet as an int, or InvalidInput with a specific code (never coerces)."""
+    if bet is None:
+        raise InvalidInput("bet is required.", code="bet_required")
+    bet = _strict_int(bet, field="bet")
+    if bet <= 0:
+        raise InvalidInput("bet must be positive.", code="bet_not_positive")
+    if bet > settings.JACKPOT_MAX_BET:
+        raise InvalidInput(f"bet must be at most {settings.JACKPOT_MAX_BET}.", code="bet_too_large")
+    return bet
+
+
+def _validate_operation_id(operation_id: str) -> str:
+    if not isinstance(operation_id, str) or not 0 < len(operation_id) <= 100:
+        raise InvalidInput("operation_id must be 1-100 characters.", code="invalid_operation_id")
+    return operation_id
+
+
+def _player_id(player) -> uuid.UUID:
+    return player.pk if isinstance(player, Player) else player
+
+
+def get_pool(group: str, queryset=None) -> JackpotPool:
+    """The live pool of `group` (from `queryset`, e.g. a locking one), or 404 `unknown_group`."""
+    queryset = JackpotPool.objects.all() if queryset is None else queryset
+    pool = queryset.filter(group=group).first()
+    if pool is None:
+        raise UnknownGroup()
+    return pool
+
+
+# --- contributions --------------------------------------------------------------------------
+
+
+def contribute(*, player, bet: int, operation_id: str) -> ContributionResult:
+    """Add a bet's share to all three pools, once per `operation_id`; retry on conflicts.
+
+    Replaying an operation id returns the stored contribution (`replayed=True`); reusing it for
+    another player or bet is refused (409 `operation_id_reused`). After the last attempt loses
+    to concurrent writers, nothing is applied and `JackpotContended` (503) is raised.
+    """
+    bet = validate_bet(bet)
+    _validate_operation_id(operation_id)
+    player_id = _player_id(player)
+    limit = settings.JACKPOT_MAX_RETRY_ATTEMPTS
+    started = time.perf_counter()
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            with transaction.atomic():
+                contribution, replayed = _contribute_once(player_id, bet, operation_id)
+            break
+        except IntegrityError:
+            # A concurrent request with the same operation id committed first (unique index on
+            # the contribution or its ledger rows); this attempt rolled back entirely and the
+            # stored contribution is the answer.
+            existing = Contribution.objects.filter(operation_id=operation_id).first()
+            if existing is None:
+                raise
+            contribution, replayed = _replay(existing, player_id, bet), True
+            break
+        except (ConcurrencyConflict, DatabaseError) as exc:
+            # A deadlock victim (40P01) is retried like a lost version race: every writer takes
+            # the pools in primary-key order so it should not happen, but it must not be a 500.
+            if not isinstance(exc, ConcurrencyConflict) and not is_transient(exc):
+                raise
+            metrics.CONFLICTS.labels("contribute").inc()
+            if attempt >= limit:
+                metrics.OPERATIONS.labels("contribute", "contended").inc()
+                raise JackpotContended() from None
+            metrics.RETRIES.labels("contribute").inc()
+            time.sleep(backoff_delay(attempt, settings.JACKPOT_RETRY_DELAY_MS))
+    metrics.OPERATIONS.labels("contribute", "replayed" if replayed else "applied").inc()
+    metrics.SECONDS.labels("contribute").observe(time.perf_counter() - started)
+    if not replayed:
+        for group, amount in contribution.amounts.items():
+            metrics.CONTRIBUTED.labels(group).inc(amount)
+    return ContributionResult(contribution, replayed, attempt)
+
+
+def _replay(existing: Contribution, player_id, bet: int) -> Contribution:
+    if str(existing.player_id) != str(player_id) or existing.bet != bet:
+        raise OperationReused()
+    return existing
+
+
+def _contribute_once(player_id, bet: int, operation_id: str) -> tuple[Contribution, bool]:
+    """One optimistic attempt; the caller's `atomic()` rolls it back on any conflict."""
+    existing = Contribution.objects.filter(operation_id=operation_id).first()
+    if existing is not None:
+        return _replay(existing, player_id, bet), True
+    pools = list(JackpotPool.objects.order_by("pk"))
+    if sorted(p.group for p in pools) != sorted(GROUPS):
+        raise Conflict("The jackpot pools are not set up.", code="pools_missing")
+    split = split_bet(bet, {p.group: p.contribution_rate_bp for p in pools})
+
+    now = timezone.now()
+    credited, entries = {}, []
+    for pool in pools:
+        part = split.parts[pool.group]
+        credited[pool.group] = capped(pool.amount, part, pool.max_amount)
+        if credited[pool.group]:
+            entries.append(
+                LedgerEntry(
+                    pool_id=pool.pk,
+                    kind=LedgerKind.CONTRIBUTION,
+                    amount=credited[pool.group],
+                    balance_after=pool.amount + credited[pool.group],
+                    pool_version=pool.version + 1,
+                    operation_id=operation_id,
+                    player_id=player_id,
+                    created_at=now,
+                )
+            )
+    overflow = sum(split.parts.values()) - sum(credited.values())
+    contribution = Contribution.objects.create(
+        operation_id=operation_id,
+        player_id=player_id,
+        bet=bet,
+        minor_amount=credited["minor"],
+        major_amount=credited["major"],
+        mega_amount=credited["mega"],
+        house_amount=split.remainder + overflow,
+        overflow_amount=overflow,
+        created_at=now,
+    )
+    LedgerEntry.objects.bulk_create(entries)
+    # Every pool is updated, even with a zero part: the version check then covers the whole
+    # snapshot the split was computed from (rates, caps, amounts of all three).
+    for pool in pools:
+        _write_pool(pool, amount=pool.amount + credited[pool.group], last_modified_at=now)
+    return contribution, False
+
+
+def _write_pool(pool: JackpotPool, **changes) -> None:
+    if VERSION_CHECK:
+        update_versioned(JackpotPool, pool.pk, pool.version, **changes)
+    else:  # test-only naive read-modify-write: last writer wins
+        JackpotPool.all_objects.filter(pk=pool.pk).update(
+            version=F("version") + 1, updated_at=timezone.now(), **changes
+        )
+
+
+# --- wins -----------------------------------------------------------------------------------
+
+
+def process_win(*, group: str, player, operation_id: str) -> WinResult:
+    """Pay everything pool `group` holds to `player` and reset the pool to its seed; once.
+
+    Under the pool's row lock: the payout is the amount held (never more, never negative), a
+    `win` ledger row takes it out (balance 0) and a `reset` row puts `seed_amount` back in
+    (funded by the house, so the ledger still sums to the amount). The player's gold, the
+    ledger, the `Win` row and the pool commit together. A replayed operation id returns the
+    first payout; one reused for another pool or player is refused (409).
+    """
+    _validate_operation_id(operation_id)
+    player_id = _player_id(player)
+    started = time.perf_counter()
+    with busy_on_lock_timeout(), transaction.atomic():
+        set_lock_timeout(settings.JACKPOT_LOCK_TIMEOUT_MS)
+        queryset = JackpotPool.objects.all()
+        if WIN_ROW_LOCK:
+            queryset = queryset.select_for_update(of=("self",))
+        pool = get_pool(group, queryset)
+        metrics.LOCK_WAIT.labels("win").observe(time.perf_counter() - started)
+        # Checked under the pool lock: a concurrent duplicate has committed by now if it won.
+        existing = Win.objects.filter(operation_id=operation_id).first()
+        if existing is not None:
+            if existing.pool_id != pool.pk or str(existing.player_id) != str(player_id):
+                raise OperationReused()
+            metrics.OPERATIONS.labels("win", "replayed").inc()
+            return WinResult(existing, replayed=True)
+        if not Player.objects.filter(pk=player_id).exists():
+            raise PlayerNotFound()
+
+        payout, now = pool.amount, timezone.now()
+        version = pool.version + 1
+        if WIN_ROW_LOCK:
+            update_versioned(
+                JackpotPool,
+                pool.pk,
+                pool.version,
+                amount=pool.seed_amount,
+                lock_holder=operation_id,
+                last_modified_at=now,
+            )
+        else:  # test-only: no lock, no version condition
+            JackpotPool.all_objects.filter(pk=pool.pk).update(
+                amount=pool.seed_amount,
+                version=F("version") + 1,
+                lock_holder=operation_id,
+                last_modified_at=now,
+            )
+        win = Win.objects.create(
+            operation_id=operation_id, pool=pool, player_id=player_id, amount=payout, created_at=now
+        )
+        rows = [
+            (LedgerKind.WIN, -payout, 0),
+            (LedgerKind.RESET, pool.seed_amount, pool.seed_amount),
+        ]
+        LedgerEntry.objects.bulk_create(
+            LedgerEntry(
+                pool=pool,
+                kind=kind,
+                amount=amount,
+                balance_after=balance,
+                pool_version=version,
+                operation_id=operation_id,
+                player_id=player_id,
+                created_at=now,
+            )
+            for kind, amount, balance in rows
+            if amount
+        )
+        if payout:
+            Player.objects.filter(pk=player_id).update(
+                gold=F("gold") + payout, version=F("version") + 1
+            )
+    metrics.OPERATIONS.labels("win", "applied").inc()
+    metrics.PAID.labels(group).inc(payout)
+    metrics.SECONDS.labels("win").observe(time.perf_counter() - started)
+    return WinResult(win, replayed=False)
+
+
+# --- adjustments and configuration ----------------------------------------------------------
+
+
+def adjust_pool(
+    *,
+    group: str,
+    delta: int,
+    operation_id: str,
+    note: str = "",
+    expected_version: int | None = None,
+) -> JackpotPool:
+    """Add a signed correction to a pool with an `adjustment` ledger row; once per operation id.
+
+    The result must stay within 0..max_amount. With `expected_version`, a pool that changed
+    since the caller looked is refused (412).
+    """
+    delta = _strict_int(delta, field="delta")
+    _validate_operation_id(operation_id)
+    with busy_on_lock_timeout(), transaction.atomic():
+        set_lock_timeout(settings.JACKPOT_LOCK_TIMEOUT_MS)
+        pool = get_pool(group, JackpotPool.objects.select_for_update(of=("self",)))
+        if LedgerEntry.objects.filter(
+            operation_id=operation_id, pool=pool, kind=LedgerKind.ADJUSTMENT
+        ).exists():
+            return pool
+        if expected_version is not None and pool.version != expected_version:
+            raise PreconditionFailed()
+        if delta == 0:
+            return pool
+        balance = pool.amount + delta
+        if balance < 0:
+            raise InvalidInput("The pool cannot go below zero.", code="adjustment_below_zero")
+        if pool.max_amount is not None and delta > 0 and balance > pool.max_amount:
+            raise InvalidInput("The pool cannot go above its maximum.", code="adjustment_above_max")
+        now = timezone.now()
+        pool.version = update_versioned(
+            JackpotPool,
+            pool.pk,
+            pool.version,
+            amount=balance,
+            lock_holder=operation_id,
+            last_modified_at=now,
+        )
+        LedgerEntry.objects.create(
+            pool=pool,
+            kind=LedgerKind.ADJUSTMENT,
+            amount=delta,
+            balance_after=balance,
+            pool_version=pool.version,
+            operation_id=operation_id,
+            note=note[:200],
+            created_at=now,
+        )
+        pool.amount, pool.lock_holder, pool.last_modified_at = balance, operation_id, now
+    metrics.OPERATIONS.labels("adjust", "applied").inc()
+    return pool
+
+
+CONFIG_FIELDS = ("seed_amount", "contribution_rate_bp", "max_amount")
+
+
+def validate_config(changes: dict, pool: JackpotPool, others: list[JackpotPool]) -> dict:
+    """The validated changes, or InvalidInput naming the rule broken."""
+    unknown = set(changes) - set(CONFIG_FIELDS)
+    if unknown:
+        raise InvalidInput(f"Only {', '.join(CONFIG_FIELDS)} can be changed.", code="unknown_field")
+    for name, value in changes.items():
+        if not (name == "max_amount" and value is None):
+            _strict_int(value, field=name)
+    merged = {name: changes.get(name, getattr(pool, name)) for name in CONFIG_FIELDS}
+    if not 0 <= merged["contribution_rate_bp"] <= BP_SCALE:
+        raise InvalidInput("contribution_rate_bp must be 0-10000.", code="rate_out_of_range")
+    if merged["seed_amount"] < 0:
+        raise InvalidInput("seed_amount cannot be negative.", code="seed_negative")
+    if merged["max_amount"] is not None and merged["max_amount"] < merged["seed_amount"]:
+        raise InvalidInput("max_amount cannot be below seed_amount.", code="max_below_seed")
+    if merged["contribution_rate_bp"] + sum(p.contribution_rate_bp for p in others) > BP_SCALE:
+        raise InvalidInput(
+            "The contribution rates of all pools cannot add up to more than 10000 bp.",
+            code="rates_exceed_bet",
+        )
+    return {name: value for name, value in changes.items() if getattr(pool, name) != value}
+
+
+def update_config(
+    *, group: str, changes: dict, expected_version: int, actor: str = "config"
+) -> JackpotPool:
+    """Change a pool's seed, rate or cap if it is still at `expected_version` (else 412).
+
+    All pools are locked (primary-key order) because the rates must add up to at most one
+    whole bet across pools. A new seed applies from the next reset; a lower cap does not take
+    money out of a pool already above it (it only stops contributions). Changing nothing
+    returns the pool as it is, without a new version.
+    """
+    with busy_on_lock_timeout(), transaction.atomic():
+        set_lock_timeout(settings.JACKPOT_LOCK_TIMEOUT_MS)
+        pools = list(JackpotPool.objects.select_for_update(of=("self",)).order_by("pk"))
+        pool = next((p for p in pools if p.group == group), None)
+        if pool is None:
+            raise UnknownGroup()
+        if pool.version != expected_version:
+            raise PreconditionFailed()
+        effective = validate_config(changes, pool, [p for p in pools if p is not pool])
+        if not effective:
+            return pool
+        now = timezone.now()
+        pool.version = update_versioned(
+            JackpotPool,
+            pool.pk,
+            pool.version,
+            lock_holder=actor[:120],
+            last_modified_at=now,
+            **effective,
+        )
+        for name, value in effective.items():
+            setattr(pool, name, value)
+        pool.lock_holder, pool.last_modified_at = actor[:120], now
+    metrics.OPERATIONS.labels("config", "applied").inc()
+    return pool
+
+
+def ensure_default_pools() -> list[JackpotPool]:
+    """Create any missing pool of DEFAULT_POOLS with its `seed` ledger row (idempotent)."""
+    with transaction.atomic():
+        for group, seed, rate, cap in DEFAULT_POOLS:
+            pool, created = JackpotPool.objects.get_or_create(
+                group=group,
+                defaults={
+                    "amount": seed,
+                    "seed_amount": seed,
+                    "contribution_rate_bp": rate,
+                    "max_amount": cap,
+                },
+            )
+            if created:
+                LedgerEntry.objects.create(
+                    pool=pool,
+                    kind=LedgerKind.SEED,
+                    amount=seed,
+                    balance_after=seed,
+                    pool_version=pool.version,
+                    operation_id=f"seed:{group}",
+                )
+    return sorted(JackpotPool.objects.all(), key=lambda p: GROUPS.index(p.group))
