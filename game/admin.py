@@ -1,0 +1,185 @@
+"""Admin for game masters: the world, players, Nightstorms, combats and rewards.
+
+Versioned rows (players, combats) use `VersionedModelAdmin`, so a save over a newer version is
+refused with a form error instead of silently overwriting it. State changes of combats go
+through the lifecycle services, never through a raw field edit.
+"""
+
+from django.contrib import admin, messages
+from django.db.models import Count
+
+from game import nightstorms
+from game.models import Combat, Journey, NightstormEvent, Player, Registration, Reward, Zone
+from nightstorm import outbox
+from nightstorm.admin import VersionedModelAdmin
+from nightstorm.models import OutboxJob
+
+
+@admin.register(Zone)
+class ZoneAdmin(admin.ModelAdmin):
+    list_display = ("code", "name", "region", "boss_name", "boss_hp", "boss_attack")
+    list_filter = ("region",)
+    search_fields = ("code", "name", "region")
+
+
+@admin.register(Player)
+class PlayerAdmin(VersionedModelAdmin):
+    list_display = ("name", "zone", "gold", "hp", "level", "xp", "version")
+    list_filter = ("zone__region", "zone")
+    search_fields = ("name", "user__username")
+    list_select_related = ("zone",)
+    raw_id_fields = ("user",)
+
+
+@admin.register(Journey)
+class JourneyAdmin(admin.ModelAdmin):
+    list_display = ("player", "origin", "destination", "started_at", "arrives_at", "arrived_at")
+    list_filter = (("arrived_at", admin.EmptyFieldListFilter),)
+    list_select_related = ("player", "origin", "destination")
+    raw_id_fields = ("player",)
+
+
+class CombatInline(admin.TabularInline):
+    model = Combat
+    fields = ("index", "status", "capacity", "turn", "outcome")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(NightstormEvent)
+class NightstormEventAdmin(admin.ModelAdmin):
+    list_display = ("zone", "slot", "state", "registration_closes_at")
+    list_filter = ("state", "zone__region")
+    date_hierarchy = "slot"
+    list_select_related = ("zone",)
+    inlines = [CombatInline]
+    actions = ["start_now"]
+
+    @admin.action(description="Close registration and start the combats")
+    def start_now(self, request, queryset):
+        total = {"running": 0, "cancelled": 0}
+        for event_id in queryset.values_list("pk", flat=True):
+            for key, n in nightstorms.start_event(event_id=event_id).items():
+                total[key] += n
+        self.message_user(
+            request,
+            f"{total['running']} combat(s) started, {total['cancelled']} empty one(s) cancelled.",
+            messages.SUCCESS,
+        )
+
+
+class RegistrationInline(admin.TabularInline):
+    model = Registration
+    fields = ("player", "active", "hp", "damage_dealt", "created_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Combat)
+class CombatAdmin(VersionedModelAdmin):
+    list_display = ("__str__", "zone", "status", "participants", "capacity", "turn", "outcome")
+    list_filter = ("status", "outcome", "zone__region")
+    list_select_related = ("zone", "event", "event__zone")
+    readonly_fields = (
+        "event",
+        "zone",
+        "index",
+        "status",
+        "turn",
+        "boss_hp",
+        "boss_max_hp",
+        "outcome",
+        "next_turn_at",
+        "started_at",
+        "finished_at",
+    )
+    inlines = [RegistrationInline]
+    actions = ["start_now", "cancel"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(n_participants=Count("registrations"))
+
+    @admin.display(description="players", ordering="n_participants")
+    def participants(self, combat):
+        return combat.n_participants
+
+    def has_add_permission(self, request):
+        return False  # combats are opened by Nightstorm events
+
+    @admin.action(description="Start now")
+    def start_now(self, request, queryset):
+        results = [
+            nightstorms.start_combat(combat_id=pk) for pk in queryset.values_list("pk", flat=True)
+        ]
+        self.message_user(
+            request,
+            f"{results.count('running')} started, {results.count('cancelled')} cancelled "
+            f"(no players), {len(results) - results.count('running') - results.count('cancelled')}"
+            " left as they were.",
+            messages.SUCCESS,
+        )
+
+    @admin.action(description="Cancel")
+    def cancel(self, request, queryset):
+        results = [
+            nightstorms.cancel_combat(combat_id=pk) for pk in queryset.values_list("pk", flat=True)
+        ]
+        self.message_user(
+            request, f"{results.count('cancelled')} combat(s) cancelled.", messages.SUCCESS
+        )
+
+
+class RewardStateFilter(admin.SimpleListFilter):
+    title = "payment"
+    parameter_name = "payment"
+
+    def lookups(self, request, model_admin):
+        return [("pending", "Pending"), ("dead", "Dead (needs a retry)"), ("paid", "Paid")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "pending":
+            return queryset.filter(paid_at__isnull=True).exclude(job__state=OutboxJob.State.DEAD)
+        if self.value() == "dead":
+            return queryset.filter(paid_at__isnull=True, job__state=OutboxJob.State.DEAD)
+        if self.value() == "paid":
+            return queryset.filter(paid_at__isnull=False)
+        return queryset
+
+
+@admin.register(Reward)
+class RewardAdmin(admin.ModelAdmin):
+    list_display = ("player", "combat", "gold", "xp", "damage_dealt", "paid_at", "job_state")
+    list_filter = (RewardStateFilter,)
+    list_select_related = ("player", "combat", "job")
+    search_fields = ("player__name",)
+    readonly_fields = [f.name for f in Reward._meta.fields]
+    actions = ["retry"]
+
+    @admin.display(description="job")
+    def job_state(self, reward):
+        return reward.job.state if reward.job else "-"
+
+    @admin.action(description="Retry payment now")
+    def retry(self, request, queryset):
+        job_ids = list(
+            queryset.filter(paid_at__isnull=True, job__isnull=False).values_list(
+                "job_id", flat=True
+            )
+        )
+        count = outbox.retry_now(job_ids)
+        self.message_user(request, f"{count} payment(s) queued to run now.", messages.SUCCESS)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

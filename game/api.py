@@ -1,0 +1,215 @@
+"""The game's REST endpoints: thin views that validate input, call one service and render.
+
+Errors are raised as domain errors (game.errors) and rendered by the platform's exception
+handler as `{"code", "detail"}`.
+"""
+
+import uuid
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.generics import ListAPIView
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+
+from game import players, registration, selectors, travel
+from game.errors import CombatNotFound, NoPlayer
+from game.models import Player
+from nightstorm.api.conditional import etag_for
+from nightstorm.idempotency import idempotent
+
+# --- serializers ----------------------------------------------------------------------------
+
+
+class RegisterInput(serializers.Serializer):
+    username = serializers.RegexField(r"^[\w.@+-]+\Z", max_length=150)
+    password = serializers.CharField(max_length=128, trim_whitespace=False)
+
+
+class TravelInput(serializers.Serializer):
+    zone = serializers.CharField(max_length=8)
+
+
+class JourneyOut(serializers.Serializer):
+    origin = serializers.CharField(source="origin.code", allow_null=True, default=None)
+    destination = serializers.CharField(source="destination.code")
+    started_at = serializers.DateTimeField()
+    arrives_at = serializers.DateTimeField()
+
+
+class PlayerOut(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    zone = serializers.CharField(source="zone.code", allow_null=True, default=None)
+    gold = serializers.IntegerField()
+    hp = serializers.IntegerField()
+    level = serializers.IntegerField()
+    xp = serializers.IntegerField()
+    version = serializers.IntegerField()
+    travel = JourneyOut(allow_null=True, default=None, source="journey_in_flight")
+
+
+class RegisterOut(serializers.Serializer):
+    token = serializers.CharField()
+    player = PlayerOut()
+
+
+class ZoneOut(serializers.Serializer):
+    code = serializers.CharField()
+    name = serializers.CharField()
+    region = serializers.CharField()
+    next_nightstorm_at = serializers.DateTimeField(allow_null=True)
+
+
+class CombatSummaryOut(serializers.Serializer):
+    id = serializers.UUIDField()
+    status = serializers.CharField()
+    capacity = serializers.IntegerField()
+    participant_count = serializers.IntegerField()
+
+
+class CombatOut(CombatSummaryOut):
+    turn = serializers.IntegerField()
+    version = serializers.IntegerField()
+    zone = serializers.CharField(source="zone.code")
+    outcome = serializers.CharField()
+    boss_hp = serializers.IntegerField()
+    boss_max_hp = serializers.IntegerField()
+
+
+class EventOut(serializers.Serializer):
+    id = serializers.UUIDField()
+    zone = serializers.CharField(source="zone.code")
+    slot = serializers.DateTimeField()
+    state = serializers.CharField()
+    combats = CombatSummaryOut(many=True)
+
+
+class RegistrationOut(serializers.Serializer):
+    combat = serializers.UUIDField(source="combat_id")
+    player = serializers.UUIDField(source="player_id")
+    created_at = serializers.DateTimeField()
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _player_of(request) -> Player:
+    player = Player.objects.select_related("zone").filter(user=request.user).first()
+    if player is None:
+        raise NoPlayer()
+    return player
+
+
+def _render_player(player: Player, journey) -> dict:
+    player.journey_in_flight = journey
+    return PlayerOut(player).data
+
+
+def _combat_id(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(raw))
+    except ValueError:
+        raise CombatNotFound() from None
+
+
+# --- views ----------------------------------------------------------------------------------
+
+
+class RegisterView(APIView):
+    """Create an account and its player; answers with the API token."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "register"
+
+    @extend_schema(request=RegisterInput, responses={201: RegisterOut})
+    def post(self, request):
+        data = RegisterInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        player, token = players.register_player(**data.validated_data)
+        body = {"token": token, "player": _render_player(player, None)}
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class PlayerMeView(APIView):
+    """The caller's player, with the journey in flight (an arrival due is applied first)."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses=PlayerOut)
+    def get(self, request):
+        player_id = Player.objects.filter(user=request.user).values_list("pk", flat=True).first()
+        if player_id is None:
+            raise NoPlayer()
+        # Apply a due arrival before reading the player, so `zone` is already the new one.
+        journey = travel.current_journey(player_id=player_id)
+        player = Player.objects.select_related("zone").get(pk=player_id)
+        return Response(_render_player(player, journey), headers={"ETag": etag_for(player.version)})
+
+
+class TravelView(APIView):
+    """Start a journey to another zone (202 with `arrives_at`)."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=TravelInput, responses={202: JourneyOut})
+    @idempotent
+    def post(self, request):
+        data = TravelInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        player = _player_of(request)
+        journey = travel.start_travel(player_id=player.pk, zone_code=data.validated_data["zone"])
+        return Response(JourneyOut(journey).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ZoneListView(APIView):
+    """All 81 zones at once (not paginated), with the next Nightstorm's time when scheduled."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses=ZoneOut(many=True))
+    def get(self, request):
+        return Response(ZoneOut(selectors.zones_with_next_nightstorm(), many=True).data)
+
+
+class NightstormListView(ListAPIView):
+    """Nightstorm events, newest first, each with its combats and their seat counts."""
+
+    permission_classes = [IsAuthenticated]
+    serializer_class = EventOut
+
+    def get_queryset(self):
+        return selectors.nightstorm_events()
+
+
+class CombatDetailView(APIView):
+    """One combat: status, seats, turn and version (ETag)."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses=CombatOut)
+    def get(self, request, pk):
+        combat = (
+            selectors.combats_with_counts().select_related("zone").filter(pk=_combat_id(pk)).first()
+        )
+        if combat is None:
+            raise CombatNotFound()
+        return Response(CombatOut(combat).data, headers={"ETag": etag_for(combat.version)})
+
+
+class CombatRegistrationView(APIView):
+    """Take a seat in an open combat."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=None, responses={201: RegistrationOut})
+    @idempotent
+    def post(self, request, pk):
+        combat_id = _combat_id(pk)
+        player = _player_of(request)
+        seat = registration.register(player_id=player.pk, combat_id=combat_id)
+        return Response(RegistrationOut(seat).data, status=status.HTTP_201_CREATED)

@@ -1,0 +1,218 @@
+"""Nightstorm events and the combat lifecycle: open -> running -> finished (or cancelled).
+
+Every function here is idempotent: calling it again (a schedule fired twice, a retried task, a
+game master clicking twice) changes nothing more. Each locks the rows it changes in a fixed
+order (event, then its combats by primary key) before reading them.
+"""
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import OuterRef, Subquery
+from django.utils import timezone
+
+from game import metrics, rewards
+from game.models import Combat, NightstormEvent, Player, Registration, Zone
+
+ACTIVE = (Combat.Status.OPEN, Combat.Status.RUNNING)
+
+
+def open_nightstorm(*, zone: Zone | int | str, slot: datetime) -> NightstormEvent:
+    """Get or create the event of `zone` at `slot` and its combats.
+
+    Two callers racing (a schedule delivered twice) both end with the same event and the same
+    NIGHTSTORM_COMBATS_PER_EVENT combats: the unique (zone, slot) and (event, index)
+    constraints decide, and the loser's inserts are ignored.
+    """
+    if not isinstance(zone, Zone):
+        lookup = {"code": zone} if isinstance(zone, str) else {"pk": zone}
+        zone = Zone.objects.get(**lookup)
+    window = timedelta(seconds=settings.NIGHTSTORM_REGISTRATION_WINDOW_SECONDS)
+    with transaction.atomic():
+        # get_or_create retries the read when its insert hits the unique constraint.
+        event, _ = NightstormEvent.objects.get_or_create(
+            zone=zone, slot=slot, defaults={"registration_closes_at": slot + window}
+        )
+        combats = [
+            Combat(
+                event=event,
+                zone=zone,
+                index=i,
+                capacity=settings.NIGHTSTORM_COMBAT_CAPACITY,
+                boss_max_hp=zone.boss_hp,
+                boss_hp=zone.boss_hp,
+            )
+            for i in range(1, settings.NIGHTSTORM_COMBATS_PER_EVENT + 1)
+        ]
+        Combat.objects.bulk_create(combats, ignore_conflicts=True)
+    return event
+
+
+def _start_locked(combat: Combat, now: datetime) -> str:
+    """Start an open combat (locked by the caller): running if it has players, else cancelled."""
+    if combat.status != Combat.Status.OPEN:
+        return combat.status
+    seats = Registration.objects.filter(combat=combat, active=True)
+    if not seats.exists():
+        return _end_locked(combat, Combat.Status.CANCELLED, now)
+    # Everyone enters the fight with their current hp.
+    seats.update(
+        hp=Subquery(Player.all_objects.filter(pk=OuterRef("player_id")).values("hp")[:1]),
+        damage_dealt=0,
+    )
+    combat.status = Combat.Status.RUNNING
+    combat.turn = 0
+    combat.boss_hp = combat.boss_max_hp
+    combat.started_at = now
+    combat.next_turn_at = now
+    combat.version += 1
+    combat.updated_at = now
+    combat.save(
+        update_fields=[
+            "status",
+            "turn",
+            "boss_hp",
+            "started_at",
+            "next_turn_at",
+            "version",
+            "updated_at",
+        ]
+    )
+    return combat.status
+
+
+def _end_locked(
+    combat: Combat,
+    status: str,
+    now: datetime,
+    *,
+    outcome: str = "",
+    registrations: list[Registration] | None = None,
+) -> str:
+    """Finish or cancel a combat (locked by the caller); free its seats; write rewards when it
+    finished. Joins the caller's transaction."""
+    combat.status = status
+    combat.outcome = outcome
+    combat.finished_at = now
+    combat.next_turn_at = None
+    combat.version += 1
+    combat.updated_at = now
+    combat.save(
+        update_fields=["status", "outcome", "finished_at", "next_turn_at", "version", "updated_at"]
+    )
+    Registration.objects.filter(combat=combat, active=True).update(active=False)
+    if status == Combat.Status.FINISHED:
+        if registrations is None:
+            registrations = list(Registration.objects.filter(combat=combat))
+        rewards.write_rewards(combat=combat, registrations=registrations, outcome=outcome)
+        metrics.COMBATS_FINISHED.labels(outcome or "none").inc()
+    _settle_event(combat.event_id)
+    return status
+
+
+def _settle_event(event_id) -> None:
+    """Mark an event finished once none of its combats is open or running."""
+    if not Combat.objects.filter(event_id=event_id, status__in=ACTIVE).exists():
+        NightstormEvent.objects.filter(pk=event_id).exclude(
+            state=NightstormEvent.State.FINISHED
+        ).update(state=NightstormEvent.State.FINISHED)
+
+
+def start_event(*, event_id, now: datetime | None = None) -> dict[str, int]:
+    """Close registration of an event and start its combats; empty combats are cancelled."""
+    now = now or timezone.now()
+    counts = {"running": 0, "cancelled": 0}
+    with transaction.atomic():
+        event = NightstormEvent.objects.select_for_update().filter(pk=event_id).first()
+        if event is None or event.state != NightstormEvent.State.OPEN:
+            return counts
+        combats = list(
+            Combat.objects.select_for_update()
+            .filter(event=event, status=Combat.Status.OPEN)
+            .order_by("pk")
+        )
+        for combat in combats:
+            state = _start_locked(combat, now)
+            if state in counts:
+                counts[state] += 1
+        NightstormEvent.objects.filter(pk=event.pk, state=NightstormEvent.State.OPEN).update(
+            state=NightstormEvent.State.RUNNING
+        )
+        _settle_event(event.pk)
+    return counts
+
+
+def start_due_events(*, now: datetime | None = None) -> int:
+    """Start every open event whose registration window has closed; return how many."""
+    now = now or timezone.now()
+    due = NightstormEvent.objects.filter(
+        state=NightstormEvent.State.OPEN, registration_closes_at__lte=now
+    ).values_list("pk", flat=True)
+    started = 0
+    for event_id in list(due):
+        counts = start_event(event_id=event_id, now=now)
+        started += bool(counts["running"] or counts["cancelled"])
+    return started
+
+
+def start_combat(*, combat_id, now: datetime | None = None) -> str:
+    """Start one open combat now (the admin's "start now"); returns its status."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        combat = Combat.objects.select_for_update().filter(pk=combat_id).first()
+        if combat is None:
+            return "missing"
+        status = _start_locked(combat, now)
+        if status == Combat.Status.RUNNING:
+            NightstormEvent.objects.filter(
+                pk=combat.event_id, state=NightstormEvent.State.OPEN
+            ).update(state=NightstormEvent.State.RUNNING)
+        return status
+
+
+def cancel_combat(*, combat_id, now: datetime | None = None) -> str:
+    """Cancel an open or running combat (no rewards); frees its seats. Returns its status."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        combat = Combat.objects.select_for_update().filter(pk=combat_id).first()
+        if combat is None:
+            return "missing"
+        if combat.status not in ACTIVE:
+            return combat.status
+        return _end_locked(combat, Combat.Status.CANCELLED, now)
+
+
+def finish_combat(*, combat_id, outcome: str, now: datetime | None = None) -> str:
+    """Finish a running combat with `outcome` and write its rewards (once)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        combat = Combat.objects.select_for_update().filter(pk=combat_id).first()
+        if combat is None:
+            return "missing"
+        if combat.status != Combat.Status.RUNNING:
+            return combat.status
+        return _end_locked(combat, Combat.Status.FINISHED, now, outcome=outcome)
+
+
+def participant_counts(combat_ids) -> dict:
+    """Seats taken per combat, in one query."""
+    from django.db.models import Count
+
+    rows = (
+        Registration.objects.filter(combat_id__in=list(combat_ids))
+        .values("combat_id")
+        .annotate(n=Count("id"))
+    )
+    return {row["combat_id"]: row["n"] for row in rows}
+
+
+__all__ = [
+    "cancel_combat",
+    "finish_combat",
+    "open_nightstorm",
+    "participant_counts",
+    "start_combat",
+    "start_due_events",
+    "start_event",
+]

@@ -1,0 +1,34 @@
+"""Reads that take more than one query: zones with their next Nightstorm, events with their
+combats and seat counts (a fixed number of queries however many rows)."""
+
+from django.db.models import Count, Prefetch
+
+from game.models import Combat, NightstormEvent, Zone
+
+SCHEDULE_PREFIX = "nightstorm:"
+
+
+def zones_with_next_nightstorm() -> list[Zone]:
+    """All zones, each with `next_nightstorm_at` from its django-q2 schedule (None if none)."""
+    from django_q.models import Schedule
+
+    next_runs = dict(
+        Schedule.objects.filter(name__startswith=SCHEDULE_PREFIX).values_list("name", "next_run")
+    )
+    zones = list(Zone.objects.order_by("code"))
+    for zone in zones:
+        zone.next_nightstorm_at = next_runs.get(f"{SCHEDULE_PREFIX}{zone.code}")
+    return zones
+
+
+def combats_with_counts():
+    return Combat.objects.annotate(participant_count=Count("registrations"))
+
+
+def nightstorm_events():
+    """Events newest first, with their combats and seat counts prefetched (3 queries a page)."""
+    return (
+        NightstormEvent.objects.select_related("zone")
+        .order_by("-slot", "zone__code")
+        .prefetch_related(Prefetch("combats", queryset=combats_with_counts().order_by("index")))
+    )

@@ -1,0 +1,91 @@
+"""Rewards are paid exactly once per (combat, player): run twice, crash halfway, dead + retry."""
+
+import pytest
+from django.utils import timezone
+
+from game import nightstorms, registration, rewards
+from game.models import Player, Reward
+from nightstorm import outbox
+from nightstorm.models import OutboxJob
+from tests.game.factories import ZoneFactory, make_event, make_players
+from tests.helpers import race
+
+
+def _finished_combat_with_rewards(n=2, outcome="victory"):
+    event = make_event(ZoneFactory(boss_hp=1000))
+    combat = event.combats.order_by("index").first()
+    players = make_players(n)
+    for p in players:
+        registration.register(player_id=p.pk, combat_id=combat.pk)
+    nightstorms.start_combat(combat_id=combat.pk)
+    from game.models import Registration
+
+    for i, seat in enumerate(Registration.objects.filter(combat=combat).order_by("pk")):
+        seat.damage_dealt = 100 * (i + 1)
+        seat.save(update_fields=["damage_dealt"])
+    nightstorms.finish_combat(combat_id=combat.pk, outcome=outcome)
+    return combat, list(Reward.objects.filter(combat=combat).order_by("damage_dealt"))
+
+
+def _gold(reward):
+    return Player.objects.get(pk=reward.player_id).gold
+
+
+@pytest.mark.django_db
+def test_rewards_split_by_damage():
+    _, (low, high) = _finished_combat_with_rewards()
+    assert (low.gold, low.xp, high.gold, high.xp) == (333, 100, 666, 200)
+    assert low.job.dedupe_key == f"game.reward:{low.combat_id}:{low.player_id}"
+
+
+@pytest.mark.django_db
+def test_a_reward_task_run_twice_pays_once():
+    _, (reward, _) = _finished_combat_with_rewards()
+    assert outbox.run_job(reward.job_id) == "done"
+    assert outbox.run_job(reward.job_id) is None
+    # Even the handler called again directly (a job re-created by hand) pays nothing more.
+    assert rewards.pay_reward({"reward": reward.pk}) is False
+    player = Player.objects.get(pk=reward.player_id)
+    assert (player.gold, player.xp) == (reward.gold, reward.xp)
+    assert Reward.objects.get(pk=reward.pk).paid_at is not None
+
+
+@pytest.mark.django_db
+def test_a_crash_between_crediting_and_marking_pays_once(monkeypatch):
+    _, (reward, _) = _finished_combat_with_rewards()
+
+    def crash(_reward):
+        raise RuntimeError("worker killed after crediting")
+
+    monkeypatch.setattr(rewards, "_mark_paid", crash)
+    assert outbox.run_job(reward.job_id) == "pending"
+    assert _gold(reward) == 0  # the credit rolled back with the failed attempt
+    job = OutboxJob.objects.get(pk=reward.job_id)
+    assert job.attempts == 1 and "worker killed" in job.last_error
+
+    monkeypatch.undo()
+    OutboxJob.objects.filter(pk=job.pk).update(run_after=timezone.now())
+    assert outbox.run_job(job.pk) == "done"
+    assert outbox.run_job(job.pk) is None
+    assert _gold(reward) == reward.gold
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_runs_of_one_reward_pay_once():
+    _, (reward, _) = _finished_combat_with_rewards()
+    outcomes = race(outbox.run_job, [(reward.job_id,)] * 8)
+    assert outcomes.count("done") == 1, outcomes
+    assert _gold(reward) == reward.gold
+
+
+@pytest.mark.django_db
+def test_dead_reward_is_retried(monkeypatch):
+    _, (reward, _) = _finished_combat_with_rewards()
+    OutboxJob.objects.filter(pk=reward.job_id).update(max_attempts=1)
+    monkeypatch.setattr(rewards, "_credit", lambda r: (_ for _ in ()).throw(OSError("down")))
+    assert outbox.run_job(reward.job_id) == "dead"
+    monkeypatch.undo()
+    assert outbox.retry_now([reward.job_id]) == 1
+    assert outbox.run_job(reward.job_id) == "done"
+    assert _gold(reward) == reward.gold
