@@ -1,0 +1,58 @@
+"""Admin for game masters: a "who is online" page read from the connection store."""
+
+import time
+
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.template.response import TemplateResponse
+
+from connections.gateway import format_duration
+from connections.models import OnlineConnection
+from connections.service import get_service
+from connections.state import StoreUnavailable
+
+
+@admin.register(OnlineConnection)
+class OnlineConnectionAdmin(admin.ModelAdmin):
+    """The changelist is replaced by a page listing the shared store's connections (there is no
+    table behind the model); nobody adds, edits or deletes through it."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        service = get_service()
+        now, error, rows = time.time(), None, []
+        try:
+            conns = service.online(shared=True)
+        except StoreUnavailable as exc:
+            conns, error = service.online(), exc.detail
+        conns.sort(key=lambda c: (c.player_name is None, (c.player_name or "").lower(), c.handle))
+        for conn in conns:
+            rows.append(
+                {
+                    "conn": conn,
+                    "on_for": format_duration(now - conn.connected_at),
+                    "idle": format_duration(conn.idle_seconds(now)),
+                    "idle_seconds": round(conn.idle_seconds(now)),
+                }
+            )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Who is online",
+            "opts": self.model._meta,
+            "rows": rows,
+            "players": sum(1 for c in conns if c.player_name),
+            "stats": service.stats(),
+            "error": error,
+            **(extra_context or {}),
+        }
+        return TemplateResponse(request, "connections/online.html", context)

@@ -1,0 +1,64 @@
+"""`manage.py migrate_connection_state [--dry-run]`: legacy JSON keys -> the hash layout."""
+
+import signal
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from connections import migration
+
+
+class Command(BaseCommand):
+    help = (
+        "Convert legacy connection keys (connection:<handle>, one JSON string each) into the "
+        "hash layout (ns:conn:<handle>, ns:conn:<handle>:meta, live set, player index). "
+        "Idempotent: a second run finds nothing to convert. --dry-run only counts."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--dry-run", action="store_true", help="Report what would change; write nothing."
+        )
+        parser.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
+
+    def handle(self, *args, dry_run=False, no_progress=False, **options):
+        if not settings.REDIS_URL:
+            raise CommandError("REDIS_URL is not set: there is no shared connection store.")
+        from django_redis import get_redis_connection
+
+        client = get_redis_connection("default")
+        stop = {"requested": False}
+
+        def request_stop(signum, frame):
+            stop["requested"] = True  # finish the key in hand, then stop
+
+        previous = signal.signal(signal.SIGTERM, request_stop)
+        try:
+            handles = migration.legacy_handles(client)
+            with tqdm(
+                total=len(handles),
+                unit="key",
+                disable=no_progress or not handles,
+                file=self.stderr._out,
+            ) as bar:
+                outcomes = migration.migrate(
+                    client,
+                    dry_run=dry_run,
+                    handles=handles,
+                    progress=lambda _outcome: bar.update(1),
+                    should_stop=lambda: stop["requested"],
+                )
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        verb = "would convert" if dry_run else "converted"
+        summary = (
+            f"{'dry run: ' if dry_run else ''}{len(handles)} legacy keys: "
+            f"{outcomes[migration.CONVERTED] + outcomes[migration.MERGED]} {verb} "
+            f"({outcomes[migration.MERGED]} merged into existing hashes), "
+            f"{outcomes[migration.INVALID]} invalid left in place, "
+            f"{outcomes[migration.BUSY]} busy, {outcomes[migration.GONE]} gone"
+            f"{'; stopped by SIGTERM' if outcomes['stopped'] else ''}"
+        )
+        self.stdout.write(summary)
+        return None

@@ -1,0 +1,57 @@
+"""`manage.py run_gateway --port N [--host 127.0.0.1]`: the telnet-style connection gateway."""
+
+import asyncio
+import signal
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from connections.gateway import Gateway
+from connections.service import get_service
+
+
+class Command(BaseCommand):
+    help = (
+        "Serve game clients over a line-oriented TCP protocol (connect/who/quit). Loads the "
+        "connection store from Redis first (reconciliation, pruning idle connections); stops "
+        "cleanly on SIGTERM/SIGINT, disconnecting its clients from the store."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--port", type=int, required=True, help="TCP port (0 = any free).")
+        parser.add_argument("--host", default="127.0.0.1", help="Interface to bind.")
+        parser.add_argument("--max-clients", type=int, default=settings.CONNECTIONS_MAX_CLIENTS)
+        parser.add_argument(
+            "--idle-timeout",
+            type=float,
+            default=settings.CONNECTIONS_IDLE_TIMEOUT_SECONDS,
+            help="Seconds of silence before a client is closed.",
+        )
+        parser.add_argument("--workers", type=int, default=8, help="Store/auth thread pool size.")
+
+    def handle(self, *args, port, host, max_clients, idle_timeout, workers, **options):
+        service = get_service()
+        report = service.reconcile(idle_timeout=idle_timeout)
+        self.stdout.write(str(report))
+        gateway = Gateway(
+            service,
+            host=host,
+            port=port,
+            max_clients=max_clients,
+            idle_timeout=idle_timeout,
+            workers=workers,
+        )
+        asyncio.run(self._serve(gateway))
+        service.close()
+        self.stdout.write(f"gateway on {host}:{gateway.port} stopped")
+
+    async def _serve(self, gateway: Gateway) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await gateway.start()
+        self.stdout.write(f"gateway listening on {gateway.host}:{gateway.port}")
+        self.stdout.flush()
+        await stop.wait()
+        await gateway.shutdown()

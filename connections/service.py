@@ -1,0 +1,350 @@
+"""The connection-state service: an in-process map for the hot path, Redis for sharing.
+
+AUTHORITY MODEL
+
+- The gateway (`run_gateway`) is the authority on a connection's existence and its socket
+  state: it alone registers a connection, and it disconnects it when the socket closes.
+  Game masters' and tools' REST calls may also register/bind/disconnect (for gateways that
+  speak HTTP), through the same atomic store operations.
+- Binding to a player (`player`, `player_name`, `state=logged_in`) is decided where the login
+  happens (the gateway after `authenticate()`, or a trusted service through the REST bind);
+  the store's atomic bind refuses a second, different player for the same connection.
+- Last signal and custom metadata belong to whichever process sees the activity; they are
+  advisory (idle time, client hints) and last-write-wins per key.
+- Redis is the shared persistence layer and the authority after a restart (reconciliation);
+  the in-process map is the authority for hot-path reads inside its own process.
+
+CONSISTENCY MODEL
+
+- Critical writes — register, bind, state change, disconnect — go to Redis synchronously, in one
+  atomic round trip, before the call returns. If Redis cannot be reached the call raises
+  `StoreUnavailable` (503, code `store_unavailable`) and the in-process map is left unchanged
+  (disconnect is the exception: the socket is gone, so the local entry goes too, and the Redis
+  entry is pruned later by idle time). A login is therefore never acknowledged without being
+  shared.
+- Non-critical writes — last signal, custom metadata — update the map at once and reach Redis
+  through one background writer thread (coalesced, pipelined). They are eventually consistent:
+  Redis may lag by one batch (normally milliseconds). A failed batch is logged with handle, key
+  and value and counted (`nightstorm_connections_metadata_update_failures_total`,
+  `nightstorm_background_write_failures_total`); a full queue is counted too.
+- Reads on the hot path (`get`, `online()`) never touch Redis. `lookup()` and
+  `online(shared=True)` (used by the REST API and the admin, which run in web processes that do
+  not hold the sockets) fall back to / read from Redis, so they see connections registered by
+  any process, with last signals at most one batch old.
+- Without `REDIS_URL` the service runs in-process only: same API, nothing shared, nothing
+  survives a restart.
+
+USAGE
+
+- register: map + immediate Redis write; get: map only; touch/update_metadata: map +
+  background write; reconcile: one batched Redis read at start, pruning idle connections.
+"""
+
+import itertools
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from connections import metrics
+from connections.state import (
+    LOGGED_IN,
+    STATES,
+    AlreadyBound,
+    Connection,
+    ConnectionNotFound,
+    MetadataTooLarge,
+    clean_metadata,
+    max_metadata_keys,
+)
+from connections.store import RedisConnectionStore, encode_time
+from connections.writer import BackgroundWriter
+from nightstorm.errors import InvalidInput
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    loaded: int
+    pruned: int
+    strays: int
+    seconds: float
+
+    def __str__(self):
+        return (
+            f"reconciled {self.loaded} connections ({self.pruned} idle pruned, "
+            f"{self.strays} stray entries removed) in {self.seconds * 1000:.1f} ms"
+        )
+
+
+class ConnectionService:
+    """Connection state for one process. Thread-safe: the gateway's event loop, its executor
+    threads and web request threads may share one instance."""
+
+    def __init__(self, *, store: RedisConnectionStore | None = None, queue_size: int | None = None):
+        self.store = store
+        self.writer = (
+            BackgroundWriter(store, max_pending=queue_size or settings.CONNECTIONS_WRITE_QUEUE_SIZE)
+            if store is not None
+            else None
+        )
+        self._conns: dict[int, Connection] = {}
+        self._lock = threading.Lock()
+        self._local_handles = itertools.count(1)
+
+    @classmethod
+    def from_settings(cls) -> "ConnectionService":
+        if not settings.REDIS_URL:
+            return cls()
+        from django_redis import get_redis_connection
+
+        return cls(store=RedisConnectionStore(get_redis_connection("default")))
+
+    # --- critical writes ---------------------------------------------------------------------
+
+    def register(self, *, protocol: str, remote_addr: str, now: float | None = None) -> Connection:
+        now = time.time() if now is None else now
+        handle = self.store.allocate_handle() if self.store else next(self._local_handles)
+        conn = Connection(
+            handle=handle,
+            protocol=protocol,
+            remote_addr=remote_addr,
+            connected_at=now,
+            last_signal=now,
+        )
+        if self.store is not None:
+            self.store.register(conn)  # raises StoreUnavailable: nothing was registered
+        with self._lock:
+            self._conns[handle] = conn
+        return conn
+
+    def bind(self, handle: int, *, player_id: str, player_name: str) -> Connection:
+        """Bind a connection to a player (idempotent for the same player; a different player
+        is refused with `AlreadyBound`)."""
+        player_id = str(player_id)
+        local = self._conns.get(handle)
+        if local is not None and local.player_id not in (None, player_id):
+            raise AlreadyBound()
+        if self.store is None:
+            if local is None:
+                raise ConnectionNotFound()
+            with self._lock:  # the check and the write must not interleave with another bind
+                if local.player_id not in (None, player_id):
+                    raise AlreadyBound()
+                local.player_id, local.player_name, local.state = player_id, player_name, LOGGED_IN
+            return local
+        outcome = self.store.bind(
+            handle, player_id=player_id, player_name=player_name, state=LOGGED_IN
+        )
+        if outcome == 0:
+            self._drop_local(handle)
+            raise ConnectionNotFound()
+        if outcome < 0:
+            raise AlreadyBound()
+        if local is None:
+            return self.lookup(handle)
+        with self._lock:
+            local.player_id, local.player_name, local.state = player_id, player_name, LOGGED_IN
+        return local
+
+    def set_state(self, handle: int, state: str) -> Connection:
+        if state not in STATES:
+            raise InvalidInput(f"state must be one of {', '.join(STATES)}", code="invalid_state")
+        local = self._conns.get(handle)
+        if self.store is not None:
+            if not self.store.set_state(handle, state):
+                self._drop_local(handle)
+                raise ConnectionNotFound()
+        elif local is None:
+            raise ConnectionNotFound()
+        if local is None:
+            return self.lookup(handle)
+        local.state = state
+        return local
+
+    def disconnect(self, handle: int) -> bool:
+        """Forget a connection everywhere. The local entry goes first and unconditionally (the
+        socket is gone); then Redis, which raises `StoreUnavailable` if it cannot be reached."""
+        local = self._drop_local(handle)
+        if self.store is None:
+            return local is not None
+        return self.store.remove(handle) == 1 or local is not None
+
+    # --- non-critical writes -----------------------------------------------------------------
+
+    def touch(self, handle: int, *, now: float | None = None) -> bool:
+        """Record activity (the idle clock). Never blocks on Redis."""
+        now = time.time() if now is None else now
+        local = self._conns.get(handle)
+        if local is not None:
+            local.last_signal = now
+        if self.writer is not None:
+            self.writer.submit(handle, fields={"last_signal": encode_time(now)})
+        return local is not None
+
+    def update_metadata(self, handle: int, changes) -> Connection:
+        """Merge validated metadata into the connection; Redis gets it in the background."""
+        cleaned = clean_metadata(changes)
+        conn = self._conns.get(handle)
+        if conn is None:
+            conn = self.lookup(handle)  # another process's connection: check it exists
+            local = False
+        else:
+            local = True
+        if len(conn.metadata.keys() | cleaned.keys()) > max_metadata_keys():
+            raise MetadataTooLarge(f"A connection holds at most {max_metadata_keys()} keys.")
+        if local:
+            with self._lock:
+                conn.metadata.update(cleaned)
+        else:
+            conn.metadata.update(cleaned)
+        if self.writer is not None:
+            self.writer.submit(handle, meta=cleaned)
+        return conn
+
+    # --- reads -------------------------------------------------------------------------------
+
+    def get(self, handle: int) -> Connection | None:
+        """Hot path: the in-process map only."""
+        return self._conns.get(handle)
+
+    def lookup(self, handle: int) -> Connection:
+        """The map, else Redis (a connection registered by another process). Not cached: a
+        copy held here would go stale as its owner writes to it."""
+        conn = self._conns.get(handle)
+        if conn is None and self.store is not None:
+            conn = self.store.load(handle)
+        if conn is None:
+            raise ConnectionNotFound()
+        return conn
+
+    def online(self, *, shared: bool = False) -> list[Connection]:
+        """Connections known here (hot path), or with `shared` every connection in Redis."""
+        if shared and self.store is not None:
+            return self.store.load_all()[0]
+        with self._lock:
+            return list(self._conns.values())
+
+    def handles(self) -> set[int]:
+        with self._lock:
+            return set(self._conns)
+
+    # --- reconciliation and pruning ----------------------------------------------------------
+
+    def reconcile(self, *, idle_timeout: float | None = None, now: float | None = None):
+        """Load every connection from Redis into the map and prune the idle ones.
+
+        Run once when a game server starts. Pruning is conditional in Redis (the stored last
+        signal must still be older than the cutoff), so a connection kept alive by another
+        process is loaded, not deleted.
+        """
+        started = time.perf_counter()
+        if self.store is None:
+            return ReconcileReport(len(self._conns), 0, 0, 0.0)
+        idle_timeout = idle_timeout or settings.CONNECTIONS_IDLE_TIMEOUT_SECONDS
+        cutoff = (time.time() if now is None else now) - idle_timeout
+        found, strays = self.store.load_all()
+        stale = [c.handle for c in found if c.last_signal < cutoff]
+        outcomes = self.store.remove_many(stale, idle_cutoff=cutoff) if stale else {}
+        self.store.remove_many(strays)
+        pruned = {h for h, outcome in outcomes.items() if outcome != -1}
+        kept = [c for c in found if c.handle not in pruned]
+        with self._lock:
+            for conn in kept:
+                self._conns.setdefault(conn.handle, conn)  # a local entry is fresher
+            for handle in pruned:
+                self._conns.pop(handle, None)
+        report = ReconcileReport(len(kept), len(pruned), len(strays), time.perf_counter() - started)
+        metrics.RECONCILE_SECONDS.observe(report.seconds)
+        metrics.RECONCILED.labels("loaded").inc(report.loaded)
+        metrics.RECONCILED.labels("pruned").inc(report.pruned)
+        metrics.RECONCILED.labels("stray").inc(report.strays)
+        log.info("%s", report)
+        return report
+
+    def prune_idle(self, *, idle_timeout: float, keep: set[int] = frozenset(), now=None) -> int:
+        """Disconnect local connections idle longer than `idle_timeout` (except `keep`, the
+        ones whose sockets this process watches itself). Returns how many went."""
+        cutoff = (time.time() if now is None else now) - idle_timeout
+        with self._lock:
+            stale = [
+                c.handle
+                for c in self._conns.values()
+                if c.last_signal < cutoff and c.handle not in keep
+            ]
+        if not stale:
+            return 0
+        if self.store is None:
+            for handle in stale:
+                self._drop_local(handle)
+            return len(stale)
+        outcomes = self.store.remove_many(stale, idle_cutoff=cutoff)
+        pruned = 0
+        for handle, outcome in outcomes.items():
+            if outcome == -1:  # alive elsewhere: take the newer copy
+                fresh = self.store.load(handle)
+                if fresh is not None:
+                    with self._lock:
+                        self._conns[handle] = fresh
+                continue
+            self._drop_local(handle)
+            pruned += 1
+        return pruned
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait for the background writer to attempt everything queued so far."""
+        return True if self.writer is None else self.writer.flush(timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        if self.writer is not None:
+            self.writer.close(timeout)
+
+    def stats(self) -> dict:
+        data = {
+            "mode": "redis" if self.store else "in_process",
+            "local_connections": len(self._conns),
+        }
+        if self.writer is not None:
+            data.update(
+                queue_depth=self.writer.depth,
+                queue_limit=self.writer.max_pending,
+                background_failures=self.writer.failures,
+                queue_refused=self.writer.refused,
+                last_error=self.writer.last_error,
+                last_error_at=self.writer.last_error_at,
+            )
+        return data
+
+    def _drop_local(self, handle: int) -> Connection | None:
+        with self._lock:
+            conn = self._conns.pop(handle, None)
+        if self.writer is not None:
+            self.writer.forget(handle)
+        return conn
+
+
+_service: ConnectionService | None = None
+_service_lock = threading.Lock()
+
+
+def get_service() -> ConnectionService:
+    """The process-wide service (created on first use from settings)."""
+    global _service
+    if _service is None:
+        with _service_lock:
+            if _service is None:
+                _service = ConnectionService.from_settings()
+    return _service
+
+
+def reset_service(service: ConnectionService | None = None) -> ConnectionService | None:
+    """Replace the process-wide service (tests; a web process after fork). Returns the old."""
+    global _service
+    with _service_lock:
+        old, _service = _service, service
+    return old
