@@ -36,10 +36,10 @@ class ScheduleSpec:
 
 
 TOOLKIT_SCHEDULES = [
-    ScheduleSpec("nightstorm:heartbeat", "nightstorm.tasks.heartbeat", minutes=1),
-    ScheduleSpec("nightstorm:drain_outbox", "nightstorm.tasks.drain_outbox", minutes=1),
+    ScheduleSpec("platform:heartbeat", "nightstorm.tasks.heartbeat", minutes=1),
+    ScheduleSpec("platform:drain_outbox", "nightstorm.tasks.drain_outbox", minutes=1),
     ScheduleSpec(
-        "nightstorm:prune_idempotency", "nightstorm.tasks.prune_idempotency_records", minutes=60
+        "platform:prune_idempotency", "nightstorm.tasks.prune_idempotency_records", minutes=60
     ),
 ]
 
