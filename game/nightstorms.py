@@ -125,7 +125,8 @@ def start_event(*, event_id, now: datetime | None = None) -> dict[str, int]:
     counts = {"running": 0, "cancelled": 0}
     with transaction.atomic():
         event = NightstormEvent.objects.select_for_update().filter(pk=event_id).first()
-        if event is None or event.state != NightstormEvent.State.OPEN:
+        # A running event may still have open combats (one was started early by hand).
+        if event is None or event.state == NightstormEvent.State.FINISHED:
             return counts
         combats = list(
             Combat.objects.select_for_update()

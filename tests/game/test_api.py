@@ -1,0 +1,265 @@
+"""The game API: every endpoint's happy path and its 4xx answers, in the contract's shape."""
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from django_q.models import Schedule
+from rest_framework.authtoken.models import Token
+
+from game import nightstorms, registration
+from game.models import Combat, Journey, Player
+from tests.game.factories import ZoneFactory, make_event, make_players
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def world():
+    call_command("seed_world")
+
+
+def _client_for(api_client, player):
+    token, _ = Token.objects.get_or_create(user_id=player.user_id)
+    api_client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return api_client
+
+
+@pytest.fixture
+def player(world):
+    from game.models import Zone
+
+    (p,) = make_players(1, zone=Zone.objects.get(code="ASH1"))
+    return p
+
+
+@pytest.fixture
+def client(api_client, player):
+    return _client_for(api_client, player)
+
+
+def _error(response, status, code):
+    assert response.status_code == status, response.content
+    body = response.json()
+    assert body["code"] == code, body
+    assert body["detail"]
+    return body
+
+
+def test_register_creates_user_player_and_token(api_client, world):
+    response = api_client.post(
+        "/api/v1/auth/register/",
+        {"username": "neo", "password": "a-long-passphrase-42"},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["player"]["name"] == "neo" and body["player"]["zone"] == "ASH1"
+    assert Token.objects.get(key=body["token"]).user.username == "neo"
+
+    api_client.credentials(HTTP_AUTHORIZATION=f"Token {body['token']}")
+    me = api_client.get("/api/v1/players/me/")
+    assert me.status_code == 200 and me.json()["id"] == body["player"]["id"]
+
+
+def test_register_refusals(api_client, world):
+    _error(
+        api_client.post(
+            "/api/v1/auth/register/", {"username": "neo", "password": "123"}, format="json"
+        ),
+        400,
+        "weak_password",
+    )
+    _error(
+        api_client.post(
+            "/api/v1/auth/register/", {"username": "n e o", "password": "x"}, format="json"
+        ),
+        400,
+        "invalid",
+    )
+    _error(
+        api_client.post("/api/v1/auth/register/", "not json", content_type="application/json"),
+        400,
+        "parse_error",
+    )
+    ok = {"username": "neo", "password": "a-long-passphrase-42"}
+    assert api_client.post("/api/v1/auth/register/", ok, format="json").status_code == 201
+    _error(api_client.post("/api/v1/auth/register/", ok, format="json"), 409, "username_taken")
+    assert get_user_model().objects.filter(username="neo").count() == 1
+
+
+def test_register_is_throttled(api_client, world, settings):
+    rates = {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "register": "2/hour"}
+    from rest_framework.throttling import ScopedRateThrottle
+
+    old = ScopedRateThrottle.THROTTLE_RATES
+    ScopedRateThrottle.THROTTLE_RATES = rates
+    try:
+        for i in range(2):
+            api_client.post(
+                "/api/v1/auth/register/", {"username": f"u{i}", "password": "x"}, format="json"
+            )
+        response = api_client.post(
+            "/api/v1/auth/register/", {"username": "u9", "password": "x"}, format="json"
+        )
+        _error(response, 429, "throttled")
+        assert response.headers["Retry-After"]
+    finally:
+        ScopedRateThrottle.THROTTLE_RATES = old
+
+
+def test_me_has_etag_and_travel(client, player):
+    response = client.get("/api/v1/players/me/")
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) >= {"id", "name", "zone", "gold", "hp", "level", "version", "travel"}
+    assert response.headers["ETag"] == f'"{body["version"]}"' and body["travel"] is None
+
+
+def test_me_needs_auth_and_a_player(api_client, world):
+    _error(api_client.get("/api/v1/players/me/"), 401, "not_authenticated")
+    staff = get_user_model().objects.create_user("gm", password="x")
+    api_client.force_authenticate(staff)
+    _error(api_client.get("/api/v1/players/me/"), 404, "no_player")
+
+
+def test_travel_and_lazy_arrival(client, player):
+    response = client.post("/api/v1/players/me/travel/", {"zone": "ASH2"}, format="json")
+    assert response.status_code == 202, response.content
+    assert response.json()["destination"] == "ASH2" and response.json()["arrives_at"]
+    _error(
+        client.post("/api/v1/players/me/travel/", {"zone": "ASH3"}, format="json"),
+        409,
+        "already_traveling",
+    )
+    me = client.get("/api/v1/players/me/").json()
+    assert me["travel"]["destination"] == "ASH2" and me["zone"] == "ASH1"
+
+    Journey.objects.update(
+        arrives_at=timezone.now() - timedelta(seconds=1),
+        started_at=timezone.now() - timedelta(seconds=2),
+    )
+    me = client.get("/api/v1/players/me/").json()
+    assert me["travel"] is None and me["zone"] == "ASH2"
+
+
+def test_travel_refusals(client, player):
+    _error(
+        client.post("/api/v1/players/me/travel/", {"zone": "NOPE"}, format="json"),
+        400,
+        "unknown_zone",
+    )
+    _error(client.post("/api/v1/players/me/travel/", {}, format="json"), 400, "invalid")
+    _error(
+        client.post("/api/v1/players/me/travel/", {"zone": "ASH1"}, format="json"),
+        409,
+        "already_there",
+    )
+    combat = make_event(ZoneFactory()).combats.first()
+    registration.register(player_id=player.pk, combat_id=combat.pk)
+    _error(
+        client.post("/api/v1/players/me/travel/", {"zone": "ASH2"}, format="json"), 409, "in_combat"
+    )
+    assert not Journey.objects.exists()
+
+
+def test_travel_with_idempotency_key_replays(client, player):
+    headers = {"HTTP_IDEMPOTENCY_KEY": "trip-1"}
+    first = client.post("/api/v1/players/me/travel/", {"zone": "ASH2"}, format="json", **headers)
+    again = client.post("/api/v1/players/me/travel/", {"zone": "ASH2"}, format="json", **headers)
+    assert first.status_code == again.status_code == 202
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert Journey.objects.count() == 1
+
+
+def test_zones_lists_all_81_with_next_nightstorm(api_client, world):
+    Schedule.objects.create(
+        name="nightstorm:ASH1",
+        func="x.y",
+        next_run=timezone.now(),
+        schedule_type=Schedule.MINUTES,
+        minutes=60,
+    )
+    response = api_client.get("/api/v1/zones/")
+    assert response.status_code == 200
+    zones = response.json()
+    assert len(zones) == 81
+    by_code = {z["code"]: z for z in zones}
+    assert by_code["ASH1"]["next_nightstorm_at"] is not None
+    assert by_code["ASH2"]["next_nightstorm_at"] is None
+    assert set(by_code["ASH2"]) == {"code", "name", "region", "next_nightstorm_at"}
+
+
+def test_nightstorms_newest_first_without_n_plus_one(client):
+    old = make_event(ZoneFactory(), slot=timezone.now() - timedelta(hours=2))
+    for _ in range(4):
+        make_event(ZoneFactory())
+    (p,) = make_players(1)
+    registration.register(player_id=p.pk, combat_id=old.combats.order_by("index").first().pk)
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get("/api/v1/nightstorms/")
+    assert response.status_code == 200
+    assert len(queries) <= 5, [q["sql"] for q in queries]
+    body = response.json()
+    assert body["count"] == 5
+    assert body["results"][-1]["id"] == str(old.pk)
+    combats = body["results"][-1]["combats"]
+    assert [c["participant_count"] for c in combats] == [1, 0, 0]
+    assert set(combats[0]) == {"id", "status", "capacity", "participant_count"}
+
+
+def test_nightstorms_need_auth(api_client):
+    _error(api_client.get("/api/v1/nightstorms/"), 401, "not_authenticated")
+
+
+def test_combat_detail_and_registration(client, player):
+    combat = make_event(ZoneFactory()).combats.order_by("index").first()
+    response = client.get(f"/api/v1/combats/{combat.pk}/")
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["status"], body["capacity"], body["participant_count"], body["turn"]) == (
+        "open",
+        10,
+        0,
+        0,
+    )
+    assert response.headers["ETag"] == f'"{body["version"]}"'
+
+    created = client.post(f"/api/v1/combats/{combat.pk}/registrations/")
+    assert created.status_code == 201, created.content
+    assert created.json()["player"] == str(player.pk)
+    after = client.get(f"/api/v1/combats/{combat.pk}/")
+    assert after.json()["participant_count"] == 1
+    assert after.json()["version"] == body["version"] + 1
+
+    _error(client.post(f"/api/v1/combats/{combat.pk}/registrations/"), 409, "already_registered")
+    other = combat.event.combats.exclude(pk=combat.pk).first()
+    _error(client.post(f"/api/v1/combats/{other.pk}/registrations/"), 409, "in_other_combat")
+
+
+def test_registration_refusals(client, player):
+    event = make_event(ZoneFactory())
+    combats = list(event.combats.order_by("index"))
+    others = make_players(10)
+    for p in others:
+        registration.register(player_id=p.pk, combat_id=combats[0].pk)
+    _error(client.post(f"/api/v1/combats/{combats[0].pk}/registrations/"), 409, "combat_full")
+    nightstorms.cancel_combat(combat_id=combats[1].pk)
+    _error(
+        client.post(f"/api/v1/combats/{combats[1].pk}/registrations/"), 409, "registration_closed"
+    )
+    _error(client.post("/api/v1/combats/not-a-uuid/registrations/"), 404, "combat_not_found")
+    _error(
+        client.post(f"/api/v1/combats/{Player.objects.first().pk}/registrations/"),
+        404,
+        "combat_not_found",
+    )
+    _error(client.get("/api/v1/combats/not-a-uuid/"), 404, "combat_not_found")
+    _error(
+        client.get("/api/v1/combats/00000000-0000-0000-0000-000000000000/"), 404, "combat_not_found"
+    )
+    assert Combat.objects.get(pk=combats[1].pk).status == "cancelled"
