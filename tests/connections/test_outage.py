@@ -1,0 +1,150 @@
+"""Redis stops and comes back: critical writes refuse clearly, background failures are logged
+and counted, and the store recovers on the same port."""
+
+import logging
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+import redis
+from prometheus_client import REGISTRY
+
+from connections.health import check_connections
+from connections.service import ConnectionService, reset_service
+from connections.state import StoreUnavailable
+from connections.store import RedisConnectionStore, conn_key, meta_key
+
+pytestmark = [
+    pytest.mark.redis,
+    pytest.mark.skipif(not shutil.which("redis-server"), reason="needs redis-server"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class PrivateRedis:
+    def __init__(self):
+        self.port = free_port()
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        probe = redis.Redis(port=self.port)
+        for _ in range(200):
+            try:
+                probe.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.02)
+        raise RuntimeError("private redis-server did not start")
+
+    def stop(self):
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture
+def private_redis():
+    server = PrivateRedis()
+    server.start()
+    yield server
+    server.stop()
+
+
+def failures(kind):
+    return (
+        REGISTRY.get_sample_value(
+            "nightstorm_connections_metadata_update_failures_total", {"kind": kind}
+        )
+        or 0
+    )
+
+
+def background_failures():
+    return (
+        REGISTRY.get_sample_value(
+            "nightstorm_background_write_failures_total", {"store": "connections"}
+        )
+        or 0
+    )
+
+
+def test_redis_down_then_back(private_redis, caplog):
+    client = redis.Redis(port=private_redis.port, socket_timeout=1, socket_connect_timeout=1)
+    service = ConnectionService(store=RedisConnectionStore(client))
+    reset_service(service)  # the health check reads the process-wide service
+    conn = service.register(protocol="telnet", remote_addr="10.0.0.1")
+    service.bind(conn.handle, player_id="p-1", player_name="Ann")
+    assert check_connections()[0] == "ok"
+
+    private_redis.stop()
+
+    # Critical writes refuse with the clear error, and leave the map unchanged.
+    with pytest.raises(StoreUnavailable) as refused:
+        service.register(protocol="telnet", remote_addr="10.0.0.2")
+    assert (refused.value.code, refused.value.status) == ("store_unavailable", 503)
+    assert service.handles() == {conn.handle}
+    with pytest.raises(StoreUnavailable):
+        service.set_state(conn.handle, "connected")
+    assert service.get(conn.handle).state == "logged_in"
+    state, details = check_connections()
+    assert state == "down" and "error" in details
+
+    # Non-critical writes: accepted locally, failed in the background, logged and counted.
+    before_signal, before_meta, before_all = (
+        failures("last_signal"),
+        failures("metadata"),
+        background_failures(),
+    )
+    with caplog.at_level(logging.WARNING, logger="connections.writer"):
+        service.touch(conn.handle)
+        service.update_metadata(conn.handle, {"colour": "blue"})
+        assert service.flush(timeout=10)
+    assert service.get(conn.handle).metadata == {"colour": "blue"}
+    assert failures("last_signal") == before_signal + 1
+    assert failures("metadata") == before_meta + 1
+    assert background_failures() == before_all + 2
+    assert f"handle={conn.handle} key=colour value='blue'" in caplog.text
+    assert f"handle={conn.handle} key=last_signal" in caplog.text
+    assert service.stats()["background_failures"] == 2
+
+    # Disconnect: the socket is gone, so the local entry goes; Redis is reported unreachable.
+    with pytest.raises(StoreUnavailable):
+        service.disconnect(conn.handle)
+    assert service.get(conn.handle) is None
+
+    private_redis.start()  # same port, empty (no persistence)
+
+    fresh = service.register(protocol="telnet", remote_addr="10.0.0.3")
+    service.bind(fresh.handle, player_id="p-2", player_name="Bob")
+    service.update_metadata(fresh.handle, {"colour": "red"})
+    assert service.flush(timeout=10)
+    assert client.hget(conn_key(fresh.handle), "player_name") == b"Bob"
+    assert client.hgetall(meta_key(fresh.handle)) == {b"colour": b"red"}
+    assert failures("metadata") == before_meta + 1  # nothing failed after the restart
+    assert check_connections()[0] == "degraded"  # background failures within the last minute
+    service.close()
