@@ -183,3 +183,15 @@ class Heartbeat(models.Model):
 
     def __str__(self):
         return f"{self.name} @ {self.beat_at:%Y-%m-%d %H:%M:%S}"
+
+
+class StatusReport(models.Model):
+    """The latest result of a background check (a schedule audit, a reconciliation), kept so
+    the admin and `/health/` can show what the last run found."""
+
+    name = models.CharField(max_length=100, primary_key=True)
+    data = models.JSONField(default=dict, encoder=DjangoJSONEncoder)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self):
+        return self.name

@@ -1,0 +1,126 @@
+"""The schedule check: exactly one correct Nightstorm schedule per zone, whatever happened."""
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django_q.models import Schedule
+
+from game import nightstorm_schedules as ns
+from game.models import Zone
+from tests.helpers import race
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def zone_rows():
+    return Schedule.objects.filter(name__startswith=ns.PREFIX)
+
+
+def assert_all_correct():
+    codes = list(Zone.objects.values_list("code", flat=True))
+    rows = {row.name: row for row in zone_rows()}
+    assert sorted(rows) == sorted(ns.schedule_name(c) for c in codes)
+    for code in codes:
+        row = rows[ns.schedule_name(code)]
+        assert ns._differences(row, ns.wanted_fields(code)) == []
+    assert ns.problems() == []
+
+
+def test_the_check_creates_81_staggered_schedules_and_then_changes_nothing(world):
+    report = ns.check_schedules()
+    assert len(report.created) == Zone.objects.count() == 81
+    assert_all_correct()
+    next_runs = sorted(zone_rows().values_list("next_run", flat=True))
+    assert len(set(next_runs)) == 81, "zones must not all fire at once"
+    again = ns.check_schedules()
+    assert not again.changed and again.ok == 81
+
+
+def test_the_check_heals_deleted_corrupted_and_orphaned_schedules(world):
+    ns.check_schedules()
+    codes = list(Zone.objects.values_list("code", flat=True))
+    Schedule.objects.filter(name__in=[ns.schedule_name(c) for c in codes[:5]]).delete()
+    Schedule.objects.filter(name=ns.schedule_name(codes[10])).update(
+        func="game.tasks.something_else", minutes=7, args="'XX'"
+    )
+    Schedule.objects.create(name="nightstorm:GONE", func=ns.FUNC, minutes=60, schedule_type="I")
+    Schedule.objects.create(
+        name="hand-made", func=ns.FUNC, args="'X'", minutes=5, schedule_type="I"
+    )
+
+    report = ns.check_schedules()
+
+    assert len(report.created) == 5
+    assert len(report.repaired) == 1 and "func" in report.repaired[0]
+    assert len(report.deleted) == 2
+    assert_all_correct()
+    assert Schedule.objects.filter(func=ns.FUNC).count() == 81
+    assert not ns.check_schedules().changed
+
+
+def test_the_command_prints_what_it_changed(world):
+    from io import StringIO
+
+    out = StringIO()
+    call_command("ensure_schedules", stdout=out)
+    assert "81 created" in out.getvalue()
+    zone_rows().first().delete()
+    out = StringIO()
+    call_command("ensure_schedules", stdout=out)
+    assert "1 created, 0 repaired, 0 orphans deleted, 80 already right" in out.getvalue()
+
+
+def test_the_toolkit_schedules_are_left_alone(world):
+    ns.check_schedules()
+    assert Schedule.objects.filter(name="platform:heartbeat").exists()
+
+
+def test_problems_name_missing_and_overdue_zones(world):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    ns.check_schedules()
+    first, second = zone_rows().order_by("name")[:2]
+    first.delete()
+    Schedule.objects.filter(pk=second.pk).update(next_run=timezone.now() - timedelta(hours=3))
+    found = ns.problems()
+    assert any("1 zone(s) without a schedule" in p for p in found)
+    assert any("1 schedule(s) overdue" in p for p in found)
+
+
+@pytest.mark.postgres
+def test_two_checks_at_once_create_each_schedule_once(world):
+    outcomes = race(lambda _: ns.check_schedules(wait=30), [(0,), (1,)])
+    assert all(not isinstance(o, Exception) for o in outcomes), outcomes
+    assert sorted(len(o.created) for o in outcomes) == [0, 81]
+    assert_all_correct()
+
+
+@pytest.mark.postgres
+def test_without_the_lock_and_the_unique_name_two_checks_duplicate_schedules(world, monkeypatch):
+    """The control: the race is real. Unguarded, two checks both insert the missing rows."""
+    import contextlib
+    import threading
+
+    barrier = threading.Barrier(2)
+    real_check = ns._check
+
+    def unguarded(*args, **kwargs):
+        barrier.wait(timeout=10)
+        return real_check()
+
+    monkeypatch.setattr(ns, "distributed_lock", lambda *a, **k: contextlib.nullcontext())
+    monkeypatch.setattr(ns, "_check", unguarded)
+    with connection.cursor() as cursor:
+        cursor.execute("DROP INDEX nightstorm_schedule_name_unique")
+    try:
+        race(lambda _: ns.check_schedules(), [(0,), (1,)])
+        assert zone_rows().count() > 81
+    finally:
+        Schedule.objects.all().delete()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "CREATE UNIQUE INDEX nightstorm_schedule_name_unique ON django_q_schedule (name) "
+                "WHERE name IS NOT NULL"
+            )
