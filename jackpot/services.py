@@ -12,6 +12,14 @@ Concurrency, per operation:
   back and run again after a jittered backoff, at most JACKPOT_MAX_RETRY_ATTEMPTS times. The
   ledger rows are written before the UPDATEs so the pool rows stay locked only for the three
   UPDATEs and the commit.
+  Trade-off on hot rows: a conditional UPDATE that has to wait for another writer's row lock
+  always loses once that writer commits, so under many concurrent bets pure optimism mostly
+  spins (measured: a third of 6,400 bets from 32 threads gave up after 10 attempts). After
+  JACKPOT_OPTIMISTIC_ATTEMPTS lost attempts (default 1) the retry therefore reads the three
+  pools `FOR UPDATE` first; its version-checked writes then cannot lose, and it waits its turn
+  instead of spinning. Without contention no lock is taken before the write. For
+  JACKPOT_HOT_WINDOW_MS (default 200) after a conflict in this process, new contributions
+  start with the locked read, since their optimistic attempt would almost surely lose too.
 - `process_win` and `adjust_pool` are pessimistic: `SELECT … FOR UPDATE` of the one pool,
   bounded by JACKPOT_LOCK_TIMEOUT_MS (a timeout is 503 `busy`), so the amount paid is exactly
   the amount held at that moment.
@@ -25,7 +33,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
-from django.db.models import F
+from django.db.models import Exists, F
 from django.utils import timezone
 
 from game.models import Player
@@ -52,6 +60,7 @@ from nightstorm.optimistic import update_versioned
 from nightstorm.transactions import (
     backoff_delay,
     busy_on_lock_timeout,
+    is_lock_timeout,
     is_transient,
     set_lock_timeout,
 )
@@ -160,13 +169,17 @@ def contribute(*, player, bet: int, operation_id: str) -> ContributionResult:
     _validate_operation_id(operation_id)
     player_id = _player_id(player)
     limit = settings.JACKPOT_MAX_RETRY_ATTEMPTS
+    optimistic_attempts = getattr(settings, "JACKPOT_OPTIMISTIC_ATTEMPTS", 1)
     started = time.perf_counter()
+    if time.monotonic() < _contention.hot_until:
+        optimistic_attempts = 0  # a conflict just happened here: the pools are hot, queue up
     attempt = 0
     while True:
         attempt += 1
         try:
             with transaction.atomic():
-                contribution, replayed = _contribute_once(player_id, bet, operation_id)
+                lock = attempt > optimistic_attempts
+                contribution, replayed = _contribute_once(player_id, bet, operation_id, lock)
             break
         except IntegrityError:
             # A concurrent request with the same operation id committed first (unique index on
@@ -178,11 +191,15 @@ def contribute(*, player, bet: int, operation_id: str) -> ContributionResult:
             contribution, replayed = _replay(existing, player_id, bet), True
             break
         except (ConcurrencyConflict, DatabaseError) as exc:
-            # A deadlock victim (40P01) is retried like a lost version race: every writer takes
-            # the pools in primary-key order so it should not happen, but it must not be a 500.
-            if not isinstance(exc, ConcurrencyConflict) and not is_transient(exc):
+            # A lock timeout (55P03) or a deadlock victim (40P01) is retried like a lost version
+            # race (every writer takes the pools in primary-key order, so deadlocks should not
+            # happen, but neither may be a 500).
+            if not isinstance(exc, ConcurrencyConflict) and not (
+                is_transient(exc) or is_lock_timeout(exc)
+            ):
                 raise
             metrics.CONFLICTS.labels("contribute").inc()
+            _contention.hot_until = time.monotonic() + _hot_window_s()
             if attempt >= limit:
                 metrics.OPERATIONS.labels("contribute", "contended").inc()
                 raise JackpotContended() from None
@@ -196,18 +213,44 @@ def contribute(*, player, bet: int, operation_id: str) -> ContributionResult:
     return ContributionResult(contribution, replayed, attempt)
 
 
+class _Contention:
+    """When this process last lost a contribution race (shared by its threads; a hint only)."""
+
+    hot_until = 0.0
+
+
+_contention = _Contention()
+
+
+def _hot_window_s() -> float:
+    return getattr(settings, "JACKPOT_HOT_WINDOW_MS", 200) / 1000
+
+
 def _replay(existing: Contribution, player_id, bet: int) -> Contribution:
     if str(existing.player_id) != str(player_id) or existing.bet != bet:
         raise OperationReused()
     return existing
 
 
-def _contribute_once(player_id, bet: int, operation_id: str) -> tuple[Contribution, bool]:
-    """One optimistic attempt; the caller's `atomic()` rolls it back on any conflict."""
-    existing = Contribution.objects.filter(operation_id=operation_id).first()
-    if existing is not None:
+def _contribute_once(
+    player_id, bet: int, operation_id: str, lock: bool
+) -> tuple[Contribution, bool]:
+    """One attempt; the caller's `atomic()` rolls it back on any conflict.
+
+    With `lock`, the pools are read `FOR UPDATE` (primary-key order, bounded wait) so the
+    version-checked writes that follow cannot lose: a retry waits its turn instead of spinning.
+    """
+    queryset = JackpotPool.objects.order_by("pk")
+    if lock:
+        set_lock_timeout(settings.JACKPOT_LOCK_TIMEOUT_MS)
+        queryset = queryset.select_for_update(of=("self",))
+    # One round trip reads the pools and whether this operation id was applied already.
+    pools = list(
+        queryset.annotate(applied=Exists(Contribution.objects.filter(operation_id=operation_id)))
+    )
+    if pools and pools[0].applied:
+        existing = Contribution.objects.get(operation_id=operation_id)
         return _replay(existing, player_id, bet), True
-    pools = list(JackpotPool.objects.order_by("pk"))
     if sorted(p.group for p in pools) != sorted(GROUPS):
         raise Conflict("The jackpot pools are not set up.", code="pools_missing")
     split = split_bet(bet, {p.group: p.contribution_rate_bp for p in pools})
