@@ -16,6 +16,7 @@ import redis
 
 from connections.store import (
     HANDLES_KEY,
+    LAYOUT_KEY,
     LEGACY_PREFIX,
     SEQ_KEY,
     _text,
@@ -115,4 +116,7 @@ def migrate(
             progress(outcome)
     if handles and not dry_run:
         client.eval(RAISE_SEQ_LUA, 1, SEQ_KEY, max(handles))
+    if not dry_run and not outcomes["stopped"]:
+        # Reconciliation may stop scanning for legacy keys (single lookups still read them).
+        client.set(LAYOUT_KEY, "hash")
     return outcomes

@@ -112,7 +112,7 @@ def test_migration_converts_and_is_idempotent(legacy_fixture, capsys):
     assert "player" not in {k.decode() for k in client.hgetall(conn_key(17))}
     assert int(client.get(SEQ_KEY)) >= 20  # new handles start above the converted ones
 
-    restored = ConnectionService(store=RedisConnectionStore(client, legacy_reads=False))
+    restored = ConnectionService(store=RedisConnectionStore(client))
     assert restored.reconcile().loaded == 19
     assert restored.get(9).player_name == "Legacy9"
 
