@@ -13,7 +13,7 @@ Arrival is applied lazily (when the player is read) and by the `game:arrivals` s
 from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef, Subquery
 from django.utils import timezone
 
 from game import metrics
@@ -34,6 +34,52 @@ def _arrive_locked(journey: Journey, now: datetime) -> None:
     )
 
 
+def _start_locked(player_id, destination: Zone, now: datetime) -> Journey:
+    """The checks and the insert, inside the caller's transaction. One query reads the player
+    (locked), the journey in flight, whether they hold an active seat and the route's time."""
+    flights = Journey.objects.filter(player_id=OuterRef("pk"), arrived_at__isnull=True)
+    players = Player.objects.filter(pk=player_id).annotate(
+        flight_id=Subquery(flights.values("pk")[:1]),
+        flight_arrives_at=Subquery(flights.values("arrives_at")[:1]),
+        in_combat=Exists(Registration.objects.filter(player_id=OuterRef("pk"), active=True)),
+        route_seconds=Subquery(
+            Route.objects.filter(origin_id=OuterRef("zone_id"), destination=destination).values(
+                "seconds"
+            )[:1]
+        ),
+    )
+    if LOCK_PLAYER_ROW:
+        players = players.select_for_update(of=("self",))
+    row = players.values_list(
+        "zone_id", "flight_id", "flight_arrives_at", "in_combat", "route_seconds"
+    ).first()
+    if row is None:
+        raise NoPlayer()
+    zone_id, flight_id, flight_arrives_at, in_combat, seconds = row
+    if flight_id is not None:
+        if flight_arrives_at > now:
+            raise AlreadyTraveling()
+        flying = Journey.objects.get(pk=flight_id)
+        _arrive_locked(flying, now)  # it was due: land it, then leave again
+        zone_id = flying.destination_id
+        seconds = (
+            Route.objects.filter(origin_id=zone_id, destination=destination)
+            .values_list("seconds", flat=True)
+            .first()
+        )
+    if in_combat:
+        raise InCombat()
+    if zone_id == destination.pk:
+        raise AlreadyThere()
+    return Journey.objects.create(
+        player_id=player_id,
+        origin_id=zone_id,
+        destination=destination,
+        started_at=now,
+        arrives_at=now + timedelta(seconds=seconds or FALLBACK_SECONDS),
+    )
+
+
 def start_travel(*, player_id, zone_code: str, now: datetime | None = None) -> Journey:
     """Start a journey of `player_id` to the zone `zone_code`.
 
@@ -45,39 +91,13 @@ def start_travel(*, player_id, zone_code: str, now: datetime | None = None) -> J
         destination = Zone.objects.filter(code=str(zone_code)).first()
         if destination is None:
             raise UnknownZone()
-        with busy_on_lock_timeout(), transaction.atomic():
-            set_lock_timeout()
-            players = Player.objects.filter(pk=player_id).only("pk", "zone")
-            if LOCK_PLAYER_ROW:
-                players = players.select_for_update()
-            player = players.first()
-            if player is None:
-                raise NoPlayer()
-            flying = Journey.objects.filter(player_id=player_id, arrived_at__isnull=True).first()
-            if flying is not None and flying.arrives_at <= now:
-                _arrive_locked(flying, now)
-                player.zone_id, flying = flying.destination_id, None
-            if flying is not None:
-                raise AlreadyTraveling()
-            if Registration.objects.filter(player_id=player_id, active=True).exists():
-                raise InCombat()
-            if player.zone_id == destination.pk:
-                raise AlreadyThere()
-            seconds = (
-                Route.objects.filter(origin_id=player.zone_id, destination=destination)
-                .values_list("seconds", flat=True)
-                .first()
-            ) or FALLBACK_SECONDS
+        with busy_on_lock_timeout():
             try:
                 with transaction.atomic():
-                    journey = Journey.objects.create(
-                        player_id=player_id,
-                        origin_id=player.zone_id,
-                        destination=destination,
-                        started_at=now,
-                        arrives_at=now + timedelta(seconds=seconds),
-                    )
+                    set_lock_timeout()
+                    journey = _start_locked(player_id, destination, now)
             except IntegrityError as exc:
+                # Two requests passed the check at once: the partial unique index decided.
                 if "one_in_flight" in str(exc) or "game_journey.player_id" in str(exc):
                     raise AlreadyTraveling() from exc
                 raise

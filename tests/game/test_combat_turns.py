@@ -71,12 +71,16 @@ def test_one_turn_per_tick_period():
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_two_orchestrators_advance_each_combat_once_per_tick(naive):
+@pytest.mark.parametrize("batch_size", [1, 25])
+def test_two_orchestrators_advance_each_combat_once_per_tick(naive, batch_size):
     combats = make_running_combats(40, seats=3)
     ids = [c.pk for c in combats]
     t = period_end(timezone.now())
     for tick in range(1, 4):
-        reports = race(lambda now: process_active_combats(now=now, parallelism=2), [(t,), (t,)])
+        reports = race(
+            lambda now: process_active_combats(now=now, parallelism=2, batch_size=batch_size),
+            [(t,), (t,)],
+        )
         assert not [r for r in reports if isinstance(r, Exception)], reports
         assert sum(r.advanced for r in reports) == 40, [r.advanced for r in reports]
         turns = Counter(Combat.objects.filter(pk__in=ids).values_list("turn", flat=True))
