@@ -28,12 +28,12 @@ class UnknownPlayer(InvalidInput):
     detail = "No player has this id or name."
 
 
-class RegisterInput(serializers.Serializer):
+class ConnectionRegisterInput(serializers.Serializer):
     protocol = serializers.RegexField(r"^[a-z][a-z0-9_-]{0,31}$", default="telnet")
     remote_addr = serializers.IPAddressField(protocol="both")
 
 
-class BindInput(serializers.Serializer):
+class ConnectionBindInput(serializers.Serializer):
     player = serializers.CharField(max_length=150, help_text="Player id (UUID) or name.")
 
 
@@ -81,10 +81,10 @@ class ConnectionListView(APIView):
         page = paginator.paginate_queryset(conns, request, view=self)
         return paginator.get_paginated_response([c.as_dict() for c in page])
 
-    @extend_schema(request=RegisterInput, responses={201: ConnectionOutput})
+    @extend_schema(request=ConnectionRegisterInput, responses={201: ConnectionOutput})
     @idempotent(required=False)
     def post(self, request):
-        data = RegisterInput(data=request.data)
+        data = ConnectionRegisterInput(data=request.data)
         data.is_valid(raise_exception=True)
         conn = get_service().register(**data.validated_data)
         return Response(conn.as_dict(), status=status.HTTP_201_CREATED)
@@ -113,9 +113,9 @@ class BindView(APIView):
 
     permission_classes = [ServiceOrStaff]
 
-    @extend_schema(request=BindInput, responses=ConnectionOutput)
+    @extend_schema(request=ConnectionBindInput, responses=ConnectionOutput)
     def post(self, request, handle: int):
-        data = BindInput(data=request.data)
+        data = ConnectionBindInput(data=request.data)
         data.is_valid(raise_exception=True)
         player_id, player_name = resolve_player(data.validated_data["player"])
         conn = get_service().bind(handle, player_id=player_id, player_name=player_name)

@@ -1,6 +1,8 @@
 """`manage.py migrate_connection_state [--dry-run]`: legacy JSON keys -> the hash layout."""
 
 import signal
+import sys
+import threading
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -33,14 +35,15 @@ class Command(BaseCommand):
         def request_stop(signum, frame):
             stop["requested"] = True  # finish the key in hand, then stop
 
-        previous = signal.signal(signal.SIGTERM, request_stop)
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, request_stop) if main_thread else None
         try:
             handles = migration.legacy_handles(client)
             with tqdm(
                 total=len(handles),
                 unit="key",
                 disable=no_progress or not handles,
-                file=self.stderr._out,
+                file=sys.stderr,
             ) as bar:
                 outcomes = migration.migrate(
                     client,
@@ -50,7 +53,8 @@ class Command(BaseCommand):
                     should_stop=lambda: stop["requested"],
                 )
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
         verb = "would convert" if dry_run else "converted"
         summary = (
             f"{'dry run: ' if dry_run else ''}{len(handles)} legacy keys: "

@@ -4,10 +4,11 @@ import asyncio
 import signal
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from connections.gateway import Gateway
 from connections.service import get_service
+from connections.state import StoreUnavailable
 
 
 class Command(BaseCommand):
@@ -31,7 +32,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, port, host, max_clients, idle_timeout, workers, **options):
         service = get_service()
-        report = service.reconcile(idle_timeout=idle_timeout)
+        try:
+            report = service.reconcile(idle_timeout=idle_timeout)
+        except StoreUnavailable as exc:
+            raise CommandError(f"cannot load the connection store: {exc.__cause__}") from exc
         self.stdout.write(str(report))
         gateway = Gateway(
             service,
