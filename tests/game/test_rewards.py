@@ -89,3 +89,54 @@ def test_dead_reward_is_retried(monkeypatch):
     assert outbox.retry_now([reward.job_id]) == 1
     assert outbox.run_job(reward.job_id) == "done"
     assert _gold(reward) == reward.gold
+
+
+KILL_SCRIPT = """
+import os, sys
+import django
+django.setup()
+from game import rewards
+from nightstorm import outbox
+
+def die(reward):
+    os._exit(9)  # the worker is killed after crediting, before marking the reward paid
+
+rewards._mark_paid = die
+outbox.run_job(int(sys.argv[1]))
+"""
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_between_crediting_and_marking_pays_once():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from django.db import connection
+
+    _, (reward, _) = _finished_combat_with_rewards()
+    db = connection.settings_dict
+    url = (
+        f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:"
+        f"{db['PORT'] or 5432}/{db['NAME']}"
+    )
+    env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "nightstorm.settings"}
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, str(reward.job_id)],
+        cwd=root,
+        env=env,
+        timeout=60,
+        capture_output=True,
+    )
+    assert done.returncode == 9, done.stderr.decode()[-2000:]
+    assert _gold(reward) == 0  # the killed transaction never committed
+    job = OutboxJob.objects.get(pk=reward.job_id)
+    assert (job.state, job.attempts) == ("pending", 0)
+
+    assert outbox.run_job(job.pk) == "done"
+    assert outbox.run_job(job.pk) is None
+    assert _gold(reward) == reward.gold
