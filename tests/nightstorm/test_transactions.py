@@ -114,3 +114,21 @@ def test_non_transient_errors_are_not_retried():
     with pytest.raises(OperationalError):
         broken()
     assert calls == [1]
+
+
+def test_locking_in_key_order_lets_opposite_requests_pass_without_deadlock():
+    """The same two-row transfers as above, but both sides lock through lock_in_order."""
+    from nightstorm.transactions import lock_in_order
+
+    a, b = make_player(), make_player()
+    both = Player.objects.filter(pk__in=[a.pk, b.pk])
+    barrier = threading.Barrier(2)
+
+    def transfer(target):
+        with transaction.atomic():
+            barrier.wait(timeout=10)
+            lock_in_order(both)
+            Player.objects.filter(pk=target).update(gold=F("gold") + 1)
+
+    outcomes = race(transfer, [(a.pk,), (b.pk,)])
+    assert outcomes == [None, None]
