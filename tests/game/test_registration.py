@@ -78,7 +78,7 @@ def test_same_player_racing_for_two_combats_gets_one_seat(naive):
     assert Registration.objects.filter(player=player, active=True).count() == 1
 
 
-def test_api_race_for_one_combat():
+def test_api_race_for_one_combat(naive):
     combat = make_event(ZoneFactory()).combats.order_by("index").first()
     players = make_players(30)
     tokens = Token.objects.bulk_create(
