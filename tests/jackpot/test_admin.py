@@ -1,0 +1,92 @@
+"""The jackpot admin: ledgered adjustments, stale saves refused, the ledger read-only."""
+
+import pytest
+
+from jackpot import services
+from jackpot.models import JackpotPool, LedgerEntry
+from tests.jackpot.factories import UserFactory
+
+
+@pytest.fixture
+def admin_client(client, db, settings):
+    settings.SESSION_COOKIE_SECURE = False  # the test client speaks plain HTTP
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    return client
+
+
+def change_url(pool):
+    return f"/admin/jackpot/jackpotpool/{pool.pk}/change/"
+
+
+def form_data(pool, **overrides):
+    data = {
+        "seed_amount": pool.seed_amount,
+        "contribution_rate_bp": pool.contribution_rate_bp,
+        "max_amount": pool.max_amount if pool.max_amount is not None else "",
+        "adjustment": "",
+        "adjustment_note": "",
+        "expected_version": pool.version,
+    }
+    data.update(overrides)
+    return data
+
+
+def test_pool_list_shows_the_audit(admin_client, pools):
+    response = admin_client.get("/admin/jackpot/jackpotpool/")
+    assert response.status_code == 200
+    content = response.content.decode()
+    assert "ledger ok" in content.lower() and "icon-yes" in content and "icon-no" not in content
+    JackpotPool.objects.filter(group="minor").update(amount=7)  # money without a ledger row
+    assert "icon-no" in admin_client.get("/admin/jackpot/jackpotpool/").content.decode()
+
+
+def test_admin_edit_changes_config_and_adjusts_through_the_ledger(admin_client, pools):
+    minor = pools["minor"]
+    response = admin_client.post(
+        change_url(minor),
+        form_data(minor, contribution_rate_bp=120, adjustment=250, adjustment_note="promo"),
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    pool = JackpotPool.objects.get(group="minor")
+    assert pool.contribution_rate_bp == 120 and pool.amount == minor.amount + 250
+    entry = LedgerEntry.objects.get(pool=pool, kind="adjustment")
+    assert entry.amount == 250 and "promo" in entry.note
+    assert pool.version == minor.version + 2  # configuration, then adjustment
+
+
+def test_stale_admin_save_shows_an_error_and_changes_nothing(admin_client, pools, player):
+    minor = pools["minor"]
+    services.contribute(player=player, bet=100_000, operation_id="meanwhile")
+    current = JackpotPool.objects.get(group="minor")
+    response = admin_client.post(
+        change_url(minor), form_data(minor, contribution_rate_bp=300, adjustment=100)
+    )
+    assert response.status_code == 200
+    assert "Someone else changed this row" in response.content.decode()
+    after = JackpotPool.objects.get(group="minor")
+    assert (after.amount, after.contribution_rate_bp, after.version) == (
+        current.amount,
+        current.contribution_rate_bp,
+        current.version,
+    )
+    assert not LedgerEntry.objects.filter(kind="adjustment").exists()
+
+
+def test_admin_refuses_invalid_config_and_negative_adjustment(admin_client, pools):
+    minor = pools["minor"]
+    for overrides in ({"contribution_rate_bp": 9_990}, {"adjustment": -(10**9)}):
+        response = admin_client.post(change_url(minor), form_data(minor, **overrides))
+        assert response.status_code == 200 and "errornote" in response.content.decode()
+    assert JackpotPool.objects.get(group="minor").version == minor.version
+
+
+def test_ledger_admin_is_read_only(admin_client, pools):
+    entry = LedgerEntry.objects.first()
+    assert admin_client.get("/admin/jackpot/ledgerentry/").status_code == 200
+    assert admin_client.get("/admin/jackpot/ledgerentry/?kind__exact=seed").status_code == 200
+    url = f"/admin/jackpot/ledgerentry/{entry.pk}/change/"
+    assert admin_client.get(url).status_code == 200  # view only
+    assert admin_client.post(url, {"amount": 0}).status_code == 403
+    assert admin_client.post(f"/admin/jackpot/ledgerentry/{entry.pk}/delete/").status_code == 403
+    assert admin_client.get("/admin/jackpot/ledgerentry/add/").status_code == 403
+    assert LedgerEntry.objects.get(pk=entry.pk).amount == entry.amount
