@@ -121,6 +121,7 @@ class Gateway:
         self.sweep_interval = sweep_interval
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gateway")
         self._sessions: dict[int, _Session] = {}  # by id(session)
+        self._tasks: set[asyncio.Task] = set()  # every client coroutine, until it has finished
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task | None = None
         self._closing = False
@@ -150,9 +151,9 @@ class Gateway:
             with contextlib.suppress(Exception):
                 session.writer.write(b"Server shutting down. Goodbye.\r\n")
             session.writer.close()
-        tasks = [s.task for s in sessions if s.task is not None]
-        if tasks:
-            await asyncio.wait(tasks, timeout=timeout)
+        # Includes clients that already left but are still disconnecting from the store.
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
         if self._server is not None:
             await self._server.wait_closed()
         await self._run(self.service.flush)
@@ -163,6 +164,8 @@ class Gateway:
 
     async def _serve_client(self, reader, writer) -> None:
         session = _Session(writer=writer, task=asyncio.current_task())
+        self._tasks.add(session.task)
+        session.task.add_done_callback(self._tasks.discard)
         if self._closing or len(self._sessions) >= self.max_clients:
             metrics.GATEWAY_DROPPED.labels("full").inc()
             with contextlib.suppress(Exception):
@@ -266,6 +269,10 @@ class Gateway:
             )
         except AlreadyBound:
             await self._send(session, "This connection is already bound to another player.")
+            return
+        except StoreUnavailable:
+            # Not logged in (the binding could not be shared); the client may try again.
+            await self._send(session, "The game is unavailable right now; try again shortly.")
             return
         session.player_name = player_name
         await self._send(session, f"Connected as {player_name}.")

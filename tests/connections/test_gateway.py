@@ -4,7 +4,6 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,43 +17,14 @@ from connections.gateway import Gateway, GatewayThread
 from connections.service import ConnectionService
 from connections.store import HANDLES_KEY
 from tests.connections.factories import PASSWORD, make_players
-
-BANNER_END = b'"quit" to leave.\r\n'
-WHO_END = b"players logged in.\r\n"
-
-
-async def read_until(reader, marker: bytes, timeout: float = 15.0) -> str:
-    return (await asyncio.wait_for(reader.readuntil(marker), timeout)).decode()
-
-
-async def open_client(port: int, *, rcvbuf: int | None = None):
-    if rcvbuf is None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    else:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-        reader, writer = await asyncio.open_connection(sock=sock)
-    await read_until(reader, BANNER_END)
-    return reader, writer
-
-
-async def ask(reader, writer, line: str, marker: bytes) -> str:
-    writer.write(line.encode() + b"\r\n")
-    await writer.drain()
-    return await read_until(reader, marker)
-
-
-async def read_to_eof(reader, timeout: float = 10.0) -> str:
-    return (await asyncio.wait_for(reader.read(), timeout)).decode(errors="replace")
-
-
-async def login(port: int, username: str):
-    reader, writer = await open_client(port)
-    reply = await ask(reader, writer, f"connect {username} {PASSWORD}", b"\r\n")
-    assert reply.startswith("Connected as"), reply
-    return reader, writer
+from tests.connections.telnet import (
+    WHO_END,
+    ask,
+    login,
+    open_client,
+    read_to_eof,
+    read_until,
+)
 
 
 def dropped(reason: str) -> float:
@@ -286,3 +256,30 @@ def test_login_failures_and_shutdown(local_service):
     assert "Hero1" in who and "1 players logged in." in who
     assert "Server shutting down" in farewell
     assert local_service.handles() == set()
+
+
+def test_a_flood_of_connections_beyond_the_limit_is_refused(run_gateway, local_service):
+    gateway = run_gateway(local_service, max_clients=50)
+    before = dropped("full")
+
+    async def attempt():
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        first = await read_until(reader, b"\r\n")
+        return reader, writer, first
+
+    async def scenario():
+        attempts = await asyncio.gather(*(attempt() for _ in range(400)))
+        admitted = [(r, w) for r, w, first in attempts if first.startswith("Welcome")]
+        refused = [first for _, _, first in attempts if "full" in first]
+        reader, writer = admitted[0]
+        await read_until(reader, b'"quit" to leave.\r\n')
+        who = await ask(reader, writer, "who", WHO_END)
+        for _, w, _ in attempts:
+            w.close()
+        return len(admitted), len(refused), who
+
+    admitted, refused, who = asyncio.run(scenario())
+    assert (admitted, refused) == (50, 350)
+    assert "0 players logged in." in who
+    assert dropped("full") == before + 350
+    assert wait_for(lambda: not local_service.handles())

@@ -148,3 +148,45 @@ def test_redis_down_then_back(private_redis, caplog):
     assert failures("metadata") == before_meta + 1  # nothing failed after the restart
     assert check_connections()[0] == "degraded"  # background failures within the last minute
     service.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_gateway_keeps_serving_through_an_outage(private_redis, caplog):
+    import asyncio
+
+    from connections.gateway import Gateway, GatewayThread
+    from tests.connections.factories import make_players
+    from tests.connections.telnet import WHO_END, ask, login, read_to_eof
+
+    make_players(2)
+    client = redis.Redis(port=private_redis.port, socket_timeout=1, socket_connect_timeout=1)
+    service = ConnectionService(store=RedisConnectionStore(client))
+    thread = GatewayThread(Gateway(service, port=0)).start()
+    port = thread.gateway.port
+    before = failures("last_signal")
+
+    async def scenario():
+        reader, writer = await login(port, "hero0")
+        private_redis.stop()
+        who = await ask(reader, writer, "who", WHO_END)  # the hot path needs no Redis
+        newcomer, _ = await asyncio.open_connection("127.0.0.1", port)
+        refused = await read_to_eof(newcomer)
+        await asyncio.get_running_loop().run_in_executor(None, service.flush)
+        private_redis.start()
+        late_reader, late_writer = await login(port, "hero1")
+        who_after = await ask(late_reader, late_writer, "who", WHO_END)
+        writer.write(b"quit\r\n")
+        late_writer.write(b"quit\r\n")
+        await read_to_eof(reader)
+        await read_to_eof(late_reader)
+        return who, refused, who_after
+
+    with caplog.at_level(logging.WARNING):
+        who, refused, who_after = asyncio.run(scenario())
+    thread.stop()
+    assert "Hero0" in who
+    assert "unavailable" in refused
+    assert failures("last_signal") > before  # the `who` line's signal could not be written
+    assert "Hero0" in who_after and "Hero1" in who_after
+    assert client.scard("ns:conn:handles") == 0  # both quit; the store is clean again
+    service.close()
