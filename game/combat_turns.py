@@ -37,7 +37,7 @@ from django.utils import timezone
 
 from game import fight, metrics
 from game.models import Combat, Registration
-from game.nightstorms import _end_locked
+from game.nightstorms import _end_locked, settle_events
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ class TickReport:
     failed: int = 0
     seconds: float = 0.0
     failures: list = field(default_factory=list)
+    ended_events: set = field(default_factory=set)
 
     def add(self, other: "TickReport") -> None:
         self.advanced += other.advanced
@@ -60,6 +61,7 @@ class TickReport:
         self.skipped += other.skipped
         self.failed += other.failed
         self.failures.extend(other.failures)
+        self.ended_events |= other.ended_events
 
 
 def tick_seconds() -> int:
@@ -183,6 +185,7 @@ def _advance_batch(ids: list, now: datetime, next_due: datetime) -> TickReport:
                     registrations=seats[combat.pk],
                 )
                 report.finished += 1
+                report.ended_events.add(combat.event_id)
         report.advanced = len(combats)
     elapsed = time.perf_counter() - started
     for _ in range(report.advanced):
@@ -259,6 +262,9 @@ def process_active_combats(
             t.start()
         for t in threads:
             t.join()
+    if report.ended_events:
+        # After the batches committed, outside any combat lock (see game.nightstorms).
+        settle_events(report.ended_events)
     report.seconds = time.perf_counter() - started
     metrics.COMBATS_PER_TICK.observe(report.advanced)
     metrics.TICK_SECONDS.observe(report.seconds)

@@ -1,15 +1,18 @@
 """Nightstorm events and the combat lifecycle: open -> running -> finished (or cancelled).
 
 Every function here is idempotent: calling it again (a schedule fired twice, a retried task, a
-game master clicking twice) changes nothing more. Each locks the rows it changes in a fixed
-order (event, then its combats by primary key) before reading them.
+game master clicking twice) changes nothing more. Each locks the rows it changes in one fixed
+order — the event, then its combats by primary key — before reading them. Paths that hold a
+combat lock (the orchestrator finishing a combat, a cancel) never take the event's lock in the
+same transaction: the event's state is settled afterwards by `settle_events`, a single UPDATE
+in its own transaction, so no two paths can wait on each other in opposite orders.
 """
 
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import OuterRef, Subquery
+from django.db.models import Exists, OuterRef, Subquery
 from django.utils import timezone
 
 from game import metrics, rewards
@@ -107,16 +110,22 @@ def _end_locked(
             registrations = list(Registration.objects.filter(combat=combat))
         rewards.write_rewards(combat=combat, registrations=registrations, outcome=outcome)
         metrics.COMBATS_FINISHED.labels(outcome or "none").inc()
-    _settle_event(combat.event_id)
     return status
 
 
-def _settle_event(event_id) -> None:
-    """Mark an event finished once none of its combats is open or running."""
-    if not Combat.objects.filter(event_id=event_id, status__in=ACTIVE).exists():
-        NightstormEvent.objects.filter(pk=event_id).exclude(
-            state=NightstormEvent.State.FINISHED
-        ).update(state=NightstormEvent.State.FINISHED)
+def settle_events(event_ids) -> int:
+    """Mark events finished once none of their combats is open or running; return how many.
+
+    One UPDATE that locks only event rows: run it after (not inside) a transaction that holds
+    combat locks.
+    """
+    active = Combat.objects.filter(event_id=OuterRef("pk"), status__in=ACTIVE)
+    return (
+        NightstormEvent.objects.filter(pk__in=list(event_ids))
+        .exclude(state=NightstormEvent.State.FINISHED)
+        .filter(~Exists(active))
+        .update(state=NightstormEvent.State.FINISHED)
+    )
 
 
 def start_event(*, event_id, now: datetime | None = None) -> dict[str, int]:
@@ -140,7 +149,7 @@ def start_event(*, event_id, now: datetime | None = None) -> dict[str, int]:
         NightstormEvent.objects.filter(pk=event.pk, state=NightstormEvent.State.OPEN).update(
             state=NightstormEvent.State.RUNNING
         )
-        _settle_event(event.pk)
+        settle_events([event.pk])  # the event's lock is already ours
     return counts
 
 
@@ -160,16 +169,20 @@ def start_due_events(*, now: datetime | None = None) -> int:
 def start_combat(*, combat_id, now: datetime | None = None) -> str:
     """Start one open combat now (the admin's "start now"); returns its status."""
     now = now or timezone.now()
+    event_id = Combat.objects.filter(pk=combat_id).values_list("event_id", flat=True).first()
+    if event_id is None:
+        return "missing"
     with transaction.atomic():
-        combat = Combat.objects.select_for_update().filter(pk=combat_id).first()
-        if combat is None:
-            return "missing"
+        # Event first, then the combat: the same order as start_event.
+        NightstormEvent.objects.select_for_update().filter(pk=event_id).values("pk").first()
+        combat = Combat.objects.select_for_update().get(pk=combat_id)
         status = _start_locked(combat, now)
         if status == Combat.Status.RUNNING:
-            NightstormEvent.objects.filter(
-                pk=combat.event_id, state=NightstormEvent.State.OPEN
-            ).update(state=NightstormEvent.State.RUNNING)
-        return status
+            NightstormEvent.objects.filter(pk=event_id, state=NightstormEvent.State.OPEN).update(
+                state=NightstormEvent.State.RUNNING
+            )
+    settle_events([event_id])
+    return status
 
 
 def cancel_combat(*, combat_id, now: datetime | None = None) -> str:
@@ -179,9 +192,11 @@ def cancel_combat(*, combat_id, now: datetime | None = None) -> str:
         combat = Combat.objects.select_for_update().filter(pk=combat_id).first()
         if combat is None:
             return "missing"
-        if combat.status not in ACTIVE:
-            return combat.status
-        return _end_locked(combat, Combat.Status.CANCELLED, now)
+        status = combat.status
+        if status in ACTIVE:
+            status = _end_locked(combat, Combat.Status.CANCELLED, now)
+    settle_events([combat.event_id])
+    return status
 
 
 def finish_combat(*, combat_id, outcome: str, now: datetime | None = None) -> str:
@@ -191,9 +206,11 @@ def finish_combat(*, combat_id, outcome: str, now: datetime | None = None) -> st
         combat = Combat.objects.select_for_update().filter(pk=combat_id).first()
         if combat is None:
             return "missing"
-        if combat.status != Combat.Status.RUNNING:
-            return combat.status
-        return _end_locked(combat, Combat.Status.FINISHED, now, outcome=outcome)
+        status = combat.status
+        if status == Combat.Status.RUNNING:
+            status = _end_locked(combat, Combat.Status.FINISHED, now, outcome=outcome)
+    settle_events([combat.event_id])
+    return status
 
 
 def participant_counts(combat_ids) -> dict:
@@ -213,6 +230,7 @@ __all__ = [
     "finish_combat",
     "open_nightstorm",
     "participant_counts",
+    "settle_events",
     "start_combat",
     "start_due_events",
     "start_event",

@@ -96,6 +96,7 @@ def test_a_combat_that_ends_writes_rewards_and_frees_seats(settings):
     assert report.finished == 1
     combat.refresh_from_db()
     assert (combat.status, combat.outcome) == ("finished", "victory")
+    assert NightstormEvent.objects.get(pk=combat.event_id).state == "finished"
     assert combat.next_turn_at is None
     assert not Registration.objects.filter(combat=combat, active=True).exists()
     rewards = list(Reward.objects.filter(combat=combat))
