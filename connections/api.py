@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from connections.service import get_service
-from connections.state import STATES
+from connections.state import STATES, ConnectionNotFound
 from nightstorm.api.permissions import service_token_or_staff
 from nightstorm.errors import InvalidInput
 from nightstorm.idempotency import idempotent
@@ -101,8 +101,6 @@ class ConnectionDetailView(APIView):
 
     @extend_schema(responses={204: None})
     def delete(self, request, handle: int):
-        from connections.state import ConnectionNotFound
-
         if not get_service().disconnect(handle):
             raise ConnectionNotFound()
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -63,6 +63,7 @@ class _Session:
     handle: int | None = None
     player_name: str | None = None
     failed_logins: int = 0
+    aborted: bool = False
 
 
 def format_duration(seconds: float) -> str:
@@ -153,7 +154,13 @@ class Gateway:
             session.writer.close()
         # Includes clients that already left but are still disconnecting from the store.
         if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout)
+            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout / 2)
+            if pending:
+                # Clients that do not read keep a closing transport open (it waits to flush):
+                # drop their buffers so their readers see EOF and disconnect from the store.
+                for session in list(self._sessions.values()):
+                    session.writer.transport.abort()
+                await asyncio.wait(pending, timeout=timeout / 2)
         if self._server is not None:
             await self._server.wait_closed()
         await self._run(self.service.flush)
@@ -189,7 +196,8 @@ class Gateway:
                     break
         except _Close as close:
             metrics.GATEWAY_DROPPED.labels(close.reason).inc()
-            if close.reason != "slow_reader":
+            session.aborted = close.reason == "slow_reader"
+            if not session.aborted:
                 with contextlib.suppress(Exception):
                     writer.write(f"{_CLOSE_MESSAGES[close.reason]}\r\n".encode())
         except StoreUnavailable:
@@ -201,7 +209,10 @@ class Gateway:
         finally:
             self._sessions.pop(id(session), None)
             metrics.GATEWAY_CLIENTS.set(len(self._sessions))
-            writer.close()
+            if session.aborted:
+                writer.transport.abort()  # a client that does not read: discard its buffer
+            else:
+                writer.close()
             if session.handle is not None:
                 try:
                     await self._run(self.service.disconnect, session.handle)
