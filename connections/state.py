@@ -58,9 +58,10 @@ class MetadataTooLarge(InvalidInput):
     detail = "Too many metadata keys on this connection."
 
 
-@dataclass
+@dataclass(slots=True)
 class Connection:
-    """One live connection as the in-process map holds it (and as Redis stores it)."""
+    """One live connection as the in-process map holds it (and as Redis stores it). Slotted:
+    a gateway holds thousands and reconciliation builds them by the ten thousand."""
 
     handle: int
     protocol: str
