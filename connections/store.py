@@ -31,6 +31,7 @@ from collections.abc import Iterable
 
 import redis
 
+from connections import metrics
 from connections.state import CONNECTED, Connection, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -357,8 +358,6 @@ class RedisConnectionStore:
         return outcomes
 
     def _critical(self, call, operation: str, handle: int):
-        from connections import metrics
-
         try:
             return call()
         except redis.RedisError as exc:

@@ -36,6 +36,7 @@ class BackgroundWriter:
         self._pending: dict[int, tuple[dict, dict]] = {}
         self._size = 0
         self._in_flight = False
+        self._idle = False
         self._stopping = False
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -65,9 +66,10 @@ class BackgroundWriter:
                     target[key] = value
             if not entry[0] and not entry[1]:
                 del self._pending[handle]
-            self._ensure_thread()
-            self._cond.notify()
-        metrics.WRITE_QUEUE_DEPTH.set(self._size)
+            if self._thread is None:
+                self._start_thread()
+            elif self._idle:  # wake the writer only when it sleeps: submit is the hot path
+                self._cond.notify()
         for key, value, is_meta in refused:
             self.refused += 1
             metrics.WRITE_QUEUE_FULL.labels(_kind(key, is_meta)).inc()
@@ -103,19 +105,20 @@ class BackgroundWriter:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
+            self._thread = None
 
-    def _ensure_thread(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            self._stopping = False
-            self._thread = threading.Thread(
-                target=self._run, name="connections-writer", daemon=True
-            )
-            self._thread.start()
+    def _start_thread(self) -> None:
+        """Caller holds the condition."""
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="connections-writer", daemon=True)
+        self._thread.start()
 
     def _run(self) -> None:
         while True:
             with self._cond:
+                self._idle = True
                 self._cond.wait_for(lambda: self._pending or self._stopping)
+                self._idle = False
                 if not self._pending:
                     return
                 taken = list(islice(self._pending, self.batch_size))
