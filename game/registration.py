@@ -15,7 +15,7 @@ IntegrityError from those constraints is mapped to the same 409 codes.
 """
 
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from game import metrics
@@ -54,6 +54,37 @@ def _constraint_error(exc: IntegrityError) -> type[DomainError] | None:
     return None
 
 
+def _register_locked(player_id, combat_id) -> Registration:
+    combats = Combat.objects.filter(pk=combat_id)
+    if LOCK_COMBAT_ROW:
+        combats = combats.select_for_update()
+    combat = combats.first()
+    if combat is None:
+        raise CombatNotFound()
+    if combat.status != Combat.Status.OPEN:
+        raise RegistrationClosed()
+    if LOCK_COMBAT_ROW:
+        Player.objects.select_for_update().filter(pk=player_id).values("pk").first()
+    # Seats taken, this player's seat here, this player's active seat anywhere: one query.
+    here, active = Q(combat_id=combat.pk), Q(player_id=player_id, active=True)
+    counts = Registration.objects.filter(here | active).aggregate(
+        seats=Count("pk", filter=here),
+        mine=Count("pk", filter=here & Q(player_id=player_id)),
+        active=Count("pk", filter=active),
+    )
+    if counts["mine"]:
+        raise AlreadyRegistered()
+    if counts["active"]:
+        raise InOtherCombat()
+    if counts["seats"] >= combat.capacity:
+        raise CombatFull()
+    seat = Registration.objects.create(combat=combat, player_id=player_id)
+    # The combat's representation (participant_count) changed: bump its version so its ETag
+    # changes too.
+    Combat.objects.filter(pk=combat.pk).update(version=F("version") + 1, updated_at=timezone.now())
+    return seat
+
+
 def register(*, player_id, combat_id) -> Registration:
     """Give `player_id` a seat in `combat_id`, or raise the reason it cannot have one.
 
@@ -62,38 +93,16 @@ def register(*, player_id, combat_id) -> Registration:
     Busy (503) if the combat row stays locked longer than NIGHTSTORM_LOCK_TIMEOUT_MS.
     """
     try:
-        with busy_on_lock_timeout(), transaction.atomic():
-            set_lock_timeout()
-            combats = Combat.objects.filter(pk=combat_id)
-            if LOCK_COMBAT_ROW:
-                combats = combats.select_for_update()
-            combat = combats.first()
-            if combat is None:
-                raise CombatNotFound()
-            if combat.status != Combat.Status.OPEN:
-                raise RegistrationClosed()
-            if LOCK_COMBAT_ROW:
-                Player.objects.select_for_update().filter(pk=player_id).values("pk").first()
-            seats = Registration.objects.filter(combat=combat)
-            if seats.filter(player_id=player_id).exists():
-                raise AlreadyRegistered()
-            if Registration.objects.filter(player_id=player_id, active=True).exists():
-                raise InOtherCombat()
-            if seats.count() >= combat.capacity:
-                raise CombatFull()
+        with busy_on_lock_timeout():
             try:
                 with transaction.atomic():
-                    seat = Registration.objects.create(combat=combat, player_id=player_id)
+                    set_lock_timeout()
+                    seat = _register_locked(player_id, combat_id)
             except IntegrityError as exc:
                 error = _constraint_error(exc)
                 if error is None:
                     raise
                 raise error() from exc
-            # The combat's representation (participant_count) changed: bump its version so its
-            # ETag changes too.
-            Combat.objects.filter(pk=combat.pk).update(
-                version=F("version") + 1, updated_at=timezone.now()
-            )
     except DomainError as exc:
         metrics.REGISTRATIONS.labels(exc.code).inc()
         raise
