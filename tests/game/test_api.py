@@ -263,3 +263,20 @@ def test_registration_refusals(client, player):
         client.get("/api/v1/combats/00000000-0000-0000-0000-000000000000/"), 404, "combat_not_found"
     )
     assert Combat.objects.get(pk=combats[1].pk).status == "cancelled"
+
+
+def test_bad_bodies_get_4xx_and_change_nothing(client, player):
+    url = "/api/v1/players/me/travel/"
+    _error(client.post(url, "{not json", content_type="application/json"), 400, "parse_error")
+    _error(client.post(url, {"zone": ["ASH2"]}, format="json"), 400, "invalid")
+    _error(client.post(url, {"zone": "X" * 50}, format="json"), 400, "invalid")
+    response = client.post(url, "zone=ASH2", content_type="application/x-www-form-urlencoded")
+    _error(response, 415, "unsupported_media_type")
+    _error(client.post(url, ["ASH2"], format="json"), 400, "invalid")
+    assert not Journey.objects.exists()
+    _error(client.get("/api/v1/combats/%00/"), 404, "combat_not_found")
+    _error(
+        client.post("/api/v1/combats/123/registrations/", "{bad", content_type="application/json"),
+        404,
+        "combat_not_found",
+    )
