@@ -27,12 +27,13 @@ Concurrency, per operation:
   the sum of the rates is a rule across rows.
 """
 
+import functools
 import time
 import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connections, router, transaction
 from django.db.models import Exists, F
 from django.utils import timezone
 
@@ -240,15 +241,11 @@ def _contribute_once(
     With `lock`, the pools are read `FOR UPDATE` (primary-key order, bounded wait) so the
     version-checked writes that follow cannot lose: a retry waits its turn instead of spinning.
     """
-    queryset = JackpotPool.objects.order_by("pk")
     if lock:
         set_lock_timeout(settings.JACKPOT_LOCK_TIMEOUT_MS)
-        queryset = queryset.select_for_update(of=("self",))
     # One round trip reads the pools and whether this operation id was applied already.
-    pools = list(
-        queryset.annotate(applied=Exists(Contribution.objects.filter(operation_id=operation_id)))
-    )
-    if pools and pools[0].applied:
+    pools, applied = _read_pools(operation_id, lock)
+    if applied:
         existing = Contribution.objects.get(operation_id=operation_id)
         return _replay(existing, player_id, bet), True
     if sorted(p.group for p in pools) != sorted(GROUPS):
@@ -262,30 +259,37 @@ def _contribute_once(
         credited[pool.group] = capped(pool.amount, part, pool.max_amount)
         if credited[pool.group]:
             entries.append(
-                LedgerEntry(
-                    pool_id=pool.pk,
-                    kind=LedgerKind.CONTRIBUTION,
-                    amount=credited[pool.group],
-                    balance_after=pool.amount + credited[pool.group],
-                    pool_version=pool.version + 1,
-                    operation_id=operation_id,
-                    player_id=player_id,
-                    created_at=now,
-                )
+                {
+                    "pool": pool.pk,
+                    "kind": LedgerKind.CONTRIBUTION,
+                    "amount": credited[pool.group],
+                    "balance_after": pool.amount + credited[pool.group],
+                    "pool_version": pool.version + 1,
+                    "operation_id": operation_id,
+                    "player": player_id,
+                    "note": "",
+                    "created_at": now,
+                }
             )
     overflow = sum(split.parts.values()) - sum(credited.values())
-    contribution = Contribution.objects.create(
-        operation_id=operation_id,
-        player_id=player_id,
-        bet=bet,
-        minor_amount=credited["minor"],
-        major_amount=credited["major"],
-        mega_amount=credited["mega"],
-        house_amount=split.remainder + overflow,
-        overflow_amount=overflow,
-        created_at=now,
+    values = {
+        "operation_id": operation_id,
+        "player": player_id,
+        "bet": bet,
+        "minor_amount": credited["minor"],
+        "major_amount": credited["major"],
+        "mega_amount": credited["mega"],
+        "house_amount": split.remainder + overflow,
+        "overflow_amount": overflow,
+        "created_at": now,
+    }
+    pk = _insert(Contribution, [values], returning=True)
+    if entries:
+        _insert(LedgerEntry, entries)
+    contribution = Contribution(
+        pk=pk, player_id=player_id, **{k: v for k, v in values.items() if k != "player"}
     )
-    LedgerEntry.objects.bulk_create(entries)
+    contribution._state.adding = False
     # Every pool is updated, even with a zero part: the version check then covers the whole
     # snapshot the split was computed from (rates, caps, amounts of all three).
     for pool in pools:
@@ -293,13 +297,87 @@ def _contribute_once(
     return contribution, False
 
 
-def _write_pool(pool: JackpotPool, **changes) -> None:
+def _write_pool(pool: "PoolState", **changes) -> None:
     if VERSION_CHECK:
         update_versioned(JackpotPool, pool.pk, pool.version, **changes)
     else:  # test-only naive read-modify-write: last writer wins
         JackpotPool.all_objects.filter(pk=pool.pk).update(
             version=F("version") + 1, updated_at=timezone.now(), **changes
         )
+
+
+# --- the contribution's hot statements ------------------------------------------------------
+# Under contention the pools are held locked from the read to the commit, so the Python time
+# between statements is lock time too. Like `nightstorm.optimistic.update_versioned`, these
+# statements are built by the ORM once per shape and then executed with fresh values (the
+# model fields still prepare every value); the ORM's per-call query building cost as much as
+# the round trips.
+
+_POOL_COLUMNS = ("pk", "group", "amount", "version", "contribution_rate_bp", "max_amount")
+_PROBE = "\x00operation-id\x00"
+
+
+@dataclass(frozen=True)
+class PoolState:
+    """The columns of a pool a contribution reads (a plain row, not a model instance)."""
+
+    pk: object
+    group: str
+    amount: int
+    version: int
+    contribution_rate_bp: int
+    max_amount: int | None
+
+
+@functools.lru_cache(maxsize=8)
+def _read_pools_sql(alias: str, lock: bool) -> tuple[str, tuple]:
+    queryset = (
+        JackpotPool.objects.using(alias)
+        .order_by("pk")
+        .annotate(applied=Exists(Contribution.objects.filter(operation_id=_PROBE)))
+    )
+    if lock:
+        queryset = queryset.select_for_update(of=("self",))
+    query = queryset.values_list(*_POOL_COLUMNS, "applied").query
+    sql, params = query.get_compiler(using=alias).as_sql()
+    if list(params).count(_PROBE) != 1:
+        raise RuntimeError("unexpected parameters in the pool read")
+    return sql, tuple(params)
+
+
+def _read_pools(operation_id: str, lock: bool) -> tuple[list[PoolState], bool]:
+    """The live pools in primary-key order (locked with `lock`) and whether the op applied."""
+    connection = connections[router.db_for_read(JackpotPool)]
+    with transaction.mark_for_rollback_on_error(connection.alias), connection.cursor() as cursor:
+        sql, template = _read_pools_sql(connection.alias, lock)
+        cursor.execute(sql, [operation_id if p == _PROBE else p for p in template])
+        rows = cursor.fetchall()
+    return [PoolState(*row[:6]) for row in rows], bool(rows and rows[0][6])
+
+
+@functools.lru_cache(maxsize=32)
+def _insert_sql(model, fields: tuple[str, ...], count: int, alias: str, returning: bool):
+    connection = connections[alias]
+    quote = connection.ops.quote_name
+    targets = tuple(model._meta.get_field(name) for name in fields)
+    row = "(" + ", ".join(["%s"] * len(targets)) + ")"
+    sql = (
+        f"INSERT INTO {quote(model._meta.db_table)} "
+        f"({', '.join(quote(f.column) for f in targets)}) VALUES {', '.join([row] * count)}"
+    )
+    if returning:
+        sql += f" RETURNING {quote(model._meta.pk.column)}"
+    return sql, targets
+
+
+def _insert(model, rows: list[dict], *, returning: bool = False):
+    """INSERT `rows` (dicts of field name to value) in one statement; the new pk if asked."""
+    connection = connections[router.db_for_write(model)]
+    sql, targets = _insert_sql(model, tuple(rows[0]), len(rows), connection.alias, returning)
+    params = [f.get_db_prep_save(row[f.name], connection) for row in rows for f in targets]
+    with transaction.mark_for_rollback_on_error(connection.alias), connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()[0] if returning else None
 
 
 # --- wins -----------------------------------------------------------------------------------
