@@ -101,7 +101,8 @@ class LedgerQuerySet(models.QuerySet):
     def delete(self):
         raise LedgerIsAppendOnly()
 
-    _raw_delete = delete
+    def _raw_delete(self, using):  # the deletion collector's fast path
+        raise LedgerIsAppendOnly()
 
 
 class LedgerKind(models.TextChoices):

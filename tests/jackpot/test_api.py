@@ -233,3 +233,27 @@ def test_ledger_is_staff_only_paginated_and_filterable(
     bad = api_client.get(LEDGER, {"group": "giga"})
     assert bad.status_code == 400 and bad.json()["code"] == "unknown_group"
     assert api_client.get(LEDGER, {"kind": "nope"}).status_code == 400
+
+
+def test_contribution_retries_inside_the_idempotent_transaction(player_client, pools, monkeypatch):
+    """The view's outer transaction survives a lost attempt (rolled back to its savepoint)."""
+    from dataclasses import replace
+
+    from jackpot import services
+
+    real, calls = services._read_pools, []
+
+    def stale_once(operation_id, lock):
+        pools_read, applied = real(operation_id, lock)
+        calls.append(lock)
+        if len(calls) == 1:
+            pools_read = [replace(p, version=p.version - 1) for p in pools_read]
+        return pools_read, applied
+
+    monkeypatch.setattr(services, "_read_pools", stale_once)
+    monkeypatch.setattr(services._contention, "hot_until", 0.0)
+    before = amounts()
+    response = contribute(player_client, {"bet": 10_000}, key="retry-key")
+    assert response.status_code == 201 and calls == [False, True]
+    assert amounts() == {g: before[g] + response.json()["amounts"][g] for g in before}
+    assert LedgerEntry.objects.filter(kind="contribution").count() == 3

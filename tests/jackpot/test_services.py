@@ -1,5 +1,7 @@
 """The jackpot services one call at a time (PostgreSQL and SQLite)."""
 
+import dataclasses
+
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -210,3 +212,47 @@ def test_audit_detects_a_broken_balance_chain(pools):
     JackpotPool.objects.filter(group="minor").update(amount=minor.amount + 6)
     result = {a.group: a for a in audit_pools()}["minor"]
     assert result.chain_breaks == 1 and not result.ok
+
+
+def _stale_reads(monkeypatch, times):
+    """Make the next `times` pool reads see the version before a concurrent writer's."""
+    real = services._read_pools
+    calls = {"n": 0, "locked": []}
+
+    def read(operation_id, lock):
+        pools, applied = real(operation_id, lock)
+        calls["n"] += 1
+        calls["locked"].append(lock)
+        if calls["n"] <= times:
+            pools = [dataclasses.replace(p, version=p.version - 1) for p in pools]
+        return pools, applied
+
+    monkeypatch.setattr(services, "_read_pools", read)
+    monkeypatch.setattr(services._contention, "hot_until", 0.0)
+    return calls
+
+
+def test_a_lost_version_race_is_retried_with_the_pools_locked(pools, player, monkeypatch):
+    calls = _stale_reads(monkeypatch, times=1)
+    before = amounts()
+    result = services.contribute(player=player, bet=10_000, operation_id="op-retry")
+    assert result.attempts == 2 and calls["locked"] == [False, True]
+    assert amounts() == {g: before[g] + result.contribution.amounts[g] for g in before}
+    assert Contribution.objects.count() == 1 and all_ok()
+
+
+def test_contribution_gives_up_after_the_last_attempt_and_applies_nothing(
+    pools, player, monkeypatch, settings
+):
+    settings.JACKPOT_MAX_RETRY_ATTEMPTS = 3
+    settings.JACKPOT_RETRY_DELAY_MS = 0
+    _stale_reads(monkeypatch, times=3)
+    before = amounts()
+    with pytest.raises(services.JackpotContended) as info:
+        services.contribute(player=player, bet=10_000, operation_id="op-busy")
+    assert info.value.status == 503 and info.value.code == "jackpot_contended"
+    assert amounts() == before
+    assert (
+        not Contribution.objects.exists()
+        and not LedgerEntry.objects.filter(operation_id="op-busy").exists()
+    )
