@@ -23,11 +23,11 @@ METADATA_KEY_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
 def max_metadata_keys() -> int:
-    return getattr(settings, "CONNECTIONS_MAX_METADATA_KEYS", 32)
+    return settings.CONNECTIONS_MAX_METADATA_KEYS
 
 
 def max_metadata_value_chars() -> int:
-    return getattr(settings, "CONNECTIONS_MAX_METADATA_VALUE_CHARS", 1024)
+    return settings.CONNECTIONS_MAX_METADATA_VALUE_CHARS
 
 
 class StoreUnavailable(DomainError):

@@ -8,7 +8,8 @@ through the lifecycle services, never through a raw field edit.
 from django.contrib import admin, messages
 from django.db.models import Count
 
-from game import nightstorms
+from game import nightstorm_schedules, nightstorms, storm_tasks
+from game import selectors as storm_selectors
 from game.models import Combat, Journey, NightstormEvent, Player, Registration, Reward, Zone
 from nightstorm import outbox
 from nightstorm.admin import VersionedModelAdmin
@@ -17,9 +18,61 @@ from nightstorm.models import OutboxJob
 
 @admin.register(Zone)
 class ZoneAdmin(admin.ModelAdmin):
-    list_display = ("code", "name", "region", "boss_name", "boss_hp", "boss_attack")
+    """The world map for game masters: each zone's Nightstorm schedule and its last event.
+
+    The list header shows what the last schedule check changed and anything still wrong.
+    """
+
+    list_display = (
+        "code",
+        "name",
+        "region",
+        "next_run",
+        "last_run",
+        "last_event",
+        "last_event_state",
+    )
     list_filter = ("region",)
     search_fields = ("code", "name", "region")
+    actions = ["trigger_now"]
+    change_list_template = "admin/game/zone/change_list.html"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(**storm_selectors.zone_storm_annotations())
+
+    @admin.display(description="next Nightstorm", ordering="next_run")
+    def next_run(self, zone):
+        return zone.next_run
+
+    @admin.display(description="last run")
+    def last_run(self, zone):
+        if zone.last_run_at is None:
+            return "-"
+        return f"{zone.last_run_at:%Y-%m-%d %H:%M:%S} ({'ok' if zone.last_run_ok else 'failed'})"
+
+    @admin.display(description="last event", ordering="last_event_slot")
+    def last_event(self, zone):
+        return zone.last_event_slot
+
+    @admin.display(description="state")
+    def last_event_state(self, zone):
+        return zone.last_event_state or "-"
+
+    @admin.action(description="Open a Nightstorm now")
+    def trigger_now(self, request, queryset):
+        for zone in queryset:
+            storm_tasks.trigger_now(zone.code)
+        self.message_user(
+            request, f"Nightstorm opened in {queryset.count()} zone(s).", messages.SUCCESS
+        )
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {
+            **(extra_context or {}),
+            "schedule_report": nightstorm_schedules.last_report(),
+            "schedule_problems": nightstorm_schedules.problems(),
+        }
+        return super().changelist_view(request, extra_context)
 
 
 @admin.register(Player)

@@ -22,15 +22,37 @@ def check_world():
     return "ok", {"zones": count}
 
 
+def check_schedules_on_cluster_start(sender, proc_name=None, **kwargs):
+    """django-q2 sends `post_spawn` as each worker starts: check the Nightstorm schedules.
+
+    Several workers starting together is fine: one runs the check, the others find it locked
+    and move on. A failure here must not stop the worker; the watchdog runs the check again.
+    """
+    import logging
+
+    from game import nightstorm_schedules
+
+    try:
+        report = nightstorm_schedules.check_schedules_quietly()
+    except Exception:
+        logging.getLogger(__name__).exception("schedule check at cluster start failed")
+        return
+    logging.getLogger(__name__).info("%s (%s)", report.summary(), proc_name)
+
+
 class GameConfig(AppConfig):
     name = "game"
     verbose_name = "Game world"
 
     def ready(self):
         from django.db.models.signals import post_migrate
+        from django_q.signals import post_spawn
 
         from game import rewards  # noqa: F401  (registers the reward payout handler)
+        from game.nightstorm_schedules import health_check as check_nightstorm_schedules
         from nightstorm import health
 
         post_migrate.connect(ensure_game_schedules, sender=self)
+        post_spawn.connect(check_schedules_on_cluster_start, dispatch_uid="game.schedule_check")
         health.register("game_world", check_world)
+        health.register("scheduler", check_nightstorm_schedules)

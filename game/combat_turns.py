@@ -225,7 +225,7 @@ def process_active_combats(
     now = now or timezone.now()
     next_due = period_end(now)
     parallelism = parallelism or settings.NIGHTSTORM_COMBAT_PARALLELISM
-    batch_size = batch_size or getattr(settings, "NIGHTSTORM_COMBAT_BATCH_SIZE", 25)
+    batch_size = batch_size or settings.NIGHTSTORM_COMBAT_BATCH_SIZE
     due = Combat.objects.filter(status=Combat.Status.RUNNING, next_turn_at__lte=now).order_by(
         "next_turn_at", "pk"
     )

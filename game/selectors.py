@@ -21,6 +21,30 @@ def zones_with_next_nightstorm() -> list[Zone]:
     return zones
 
 
+def zone_storm_annotations() -> dict:
+    """Per-zone columns for the admin: the schedule's next run, its last task's start and
+    outcome, and the latest event's slot and state (subqueries: one query for the page)."""
+    from django.db.models import OuterRef, Subquery, Value
+    from django.db.models.functions import Concat
+    from django_q.models import Schedule, Task
+
+    def zone_schedule(code):
+        return Schedule.objects.filter(name=Concat(Value(SCHEDULE_PREFIX), code))
+
+    schedule = zone_schedule(OuterRef("code"))
+    last_task = Task.objects.filter(
+        id=Subquery(zone_schedule(OuterRef(OuterRef("code"))).values("task")[:1])
+    )
+    latest = NightstormEvent.objects.filter(zone=OuterRef("pk")).order_by("-slot")
+    return {
+        "next_run": Subquery(schedule.values("next_run")[:1]),
+        "last_run_at": Subquery(last_task.values("started")[:1]),
+        "last_run_ok": Subquery(last_task.values("success")[:1]),
+        "last_event_slot": Subquery(latest.values("slot")[:1]),
+        "last_event_state": Subquery(latest.values("state")[:1]),
+    }
+
+
 def combats_with_counts():
     return Combat.objects.annotate(participant_count=Count("registrations"))
 

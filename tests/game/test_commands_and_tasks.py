@@ -22,6 +22,7 @@ def test_game_schedules_are_ensured_after_migrate():
     ensure_game_schedules(sender=None)
     rows = Schedule.objects.filter(name__in=[s.name for s in GAME_SCHEDULES])
     assert sorted(rows.values_list("func", flat=True)) == [
+        "game.storm_tasks.watchdog",
         "game.tasks.apply_arrivals",
         "game.tasks.combat_tick",
     ]

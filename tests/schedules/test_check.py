@@ -124,3 +124,44 @@ def test_without_the_lock_and_the_unique_name_two_checks_duplicate_schedules(wor
                 "CREATE UNIQUE INDEX nightstorm_schedule_name_unique ON django_q_schedule (name) "
                 "WHERE name IS NOT NULL"
             )
+
+
+def test_the_check_runs_when_a_cluster_worker_starts(world):
+    from django_q.signals import post_spawn
+
+    post_spawn.send(sender="django_q", proc_name="Process-1")
+    assert zone_rows().count() == 81
+    assert ns.last_report()["created"]
+
+
+def test_the_scheduler_health_check_reports_missing_and_healthy(world, client):
+    from django.utils import timezone
+
+    from nightstorm.models import Heartbeat
+
+    Heartbeat.objects.create(name="cluster", beat_at=timezone.now())
+    check = client.get("/health/").json()["checks"]["scheduler"]
+    assert check["state"] == "down"
+    assert "81 zone(s) without a schedule" in check["problems"][0]
+    ns.check_schedules()
+    check = client.get("/health/").json()["checks"]["scheduler"]
+    assert check["state"] == "ok"
+    assert check["zones_scheduled"] == 81
+
+
+def test_the_zone_admin_shows_schedules_and_opens_a_nightstorm(world, admin_client):
+    from game.models import NightstormEvent
+
+    page = admin_client.get("/admin/game/zone/")
+    assert b"No schedule check has run yet" in page.content
+    assert b"81 zone(s) without a schedule" in page.content
+    ns.check_schedules()
+    page = admin_client.get("/admin/game/zone/")
+    assert b"81 created" in page.content
+    assert b"Every zone has exactly one correct schedule" in page.content
+
+    zone = Zone.objects.order_by("code").first()
+    admin_client.post("/admin/game/zone/", {"action": "trigger_now", "_selected_action": [zone.pk]})
+    assert NightstormEvent.objects.filter(zone=zone).count() == 1
+    page = admin_client.get("/admin/game/zone/")
+    assert b"open" in page.content
