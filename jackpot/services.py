@@ -144,7 +144,13 @@ def _validate_operation_id(operation_id: str) -> str:
 
 
 def _player_id(player) -> uuid.UUID:
-    return player.pk if isinstance(player, Player) else player
+    """A Player or its id (UUID or string) as a UUID; the player must exist (a foreign key)."""
+    if isinstance(player, Player):
+        return player.pk
+    try:
+        return player if isinstance(player, uuid.UUID) else uuid.UUID(str(player))
+    except ValueError:
+        raise InvalidInput("player must be a player id.", code="invalid_player") from None
 
 
 def get_pool(group: str, queryset=None) -> JackpotPool:
@@ -228,7 +234,7 @@ def _hot_window_s() -> float:
 
 
 def _replay(existing: Contribution, player_id, bet: int) -> Contribution:
-    if str(existing.player_id) != str(player_id) or existing.bet != bet:
+    if existing.player_id != player_id or existing.bet != bet:
         raise OperationReused()
     return existing
 
@@ -405,7 +411,7 @@ def process_win(*, group: str, player, operation_id: str) -> WinResult:
         # Checked under the pool lock: a concurrent duplicate has committed by now if it won.
         existing = Win.objects.filter(operation_id=operation_id).first()
         if existing is not None:
-            if existing.pool_id != pool.pk or str(existing.player_id) != str(player_id):
+            if existing.pool_id != pool.pk or existing.player_id != player_id:
                 raise OperationReused()
             metrics.OPERATIONS.labels("win", "replayed").inc()
             return WinResult(existing, replayed=True)
