@@ -176,7 +176,7 @@ def contribute(*, player, bet: int, operation_id: str) -> ContributionResult:
     _validate_operation_id(operation_id)
     player_id = _player_id(player)
     limit = settings.JACKPOT_MAX_RETRY_ATTEMPTS
-    optimistic_attempts = getattr(settings, "JACKPOT_OPTIMISTIC_ATTEMPTS", 1)
+    optimistic_attempts = settings.JACKPOT_OPTIMISTIC_ATTEMPTS
     started = time.perf_counter()
     if time.monotonic() < _contention.hot_until:
         optimistic_attempts = 0  # a conflict just happened here: the pools are hot, queue up
@@ -230,7 +230,7 @@ _contention = _Contention()
 
 
 def _hot_window_s() -> float:
-    return getattr(settings, "JACKPOT_HOT_WINDOW_MS", 200) / 1000
+    return settings.JACKPOT_HOT_WINDOW_MS / 1000
 
 
 def _replay(existing: Contribution, player_id, bet: int) -> Contribution:

@@ -102,7 +102,8 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     }
     _db["TEST"] = {"NAME": env.str("SQLITE_TEST_NAME", default=str(BASE_DIR / "test.sqlite3"))}
 elif _db["ENGINE"] == "django.db.backends.postgresql":
-    _db["CONN_MAX_AGE"] = _int("DB_CONN_MAX_AGE", 0)
+    # Persistent connections: opening one costs several milliseconds, more than a request.
+    _db["CONN_MAX_AGE"] = _int("DB_CONN_MAX_AGE", 60)
     _db["CONN_HEALTH_CHECKS"] = True
     # Server-side binding lets psycopg prepare the hot statements (auto-prepared after a few
     # runs), so PostgreSQL stops re-planning every conditional UPDATE.
@@ -180,6 +181,10 @@ JACKPOT_MAX_RETRY_ATTEMPTS = _int("JACKPOT_MAX_RETRY_ATTEMPTS", 10, minimum=1)
 JACKPOT_RETRY_DELAY_MS = _int("JACKPOT_RETRY_DELAY_MS", 2)
 JACKPOT_LOCK_TIMEOUT_MS = _int("JACKPOT_LOCK_TIMEOUT_MS", 2000, minimum=1)
 JACKPOT_MAX_BET = _int("JACKPOT_MAX_BET", 1_000_000_000, minimum=1)
+# Optimistic attempts before a contended contribution locks the pools instead; after a conflict
+# this process stays on the locking path for the "hot window".
+JACKPOT_OPTIMISTIC_ATTEMPTS = _int("JACKPOT_OPTIMISTIC_ATTEMPTS", 1, minimum=0)
+JACKPOT_HOT_WINDOW_MS = _int("JACKPOT_HOT_WINDOW_MS", 200)
 # Shared secret of game servers allowed to award wins (besides staff accounts).
 JACKPOT_SERVICE_TOKEN = env.str("JACKPOT_SERVICE_TOKEN", default="")
 
