@@ -18,7 +18,8 @@ from django.db import connection
 from django.http import JsonResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+
+from nightstorm.api.errors import json_methods
 
 OK, DEGRADED, DOWN = "ok", "degraded", "down"
 
@@ -95,7 +96,7 @@ def run_checks() -> tuple[str, dict]:
 
 
 @never_cache
-@require_GET
+@json_methods("GET")
 def health_view(request):
     status, checks = run_checks()
     return JsonResponse(

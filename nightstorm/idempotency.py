@@ -20,7 +20,9 @@ applied nothing, and the client may retry with the same key.
 
 import functools
 import hashlib
+import json
 
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from rest_framework.response import Response
 
@@ -34,17 +36,26 @@ _KEPT_HEADERS = ("Location", "ETag")
 
 
 def request_fingerprint(request) -> str:
-    user = request.user.pk if request.user.is_authenticated else ""
+    """A hash of method, path, caller and the parsed body in canonical form, so the same
+    request sent with other whitespace or key order is still the same request."""
     digest = hashlib.sha256()
-    for part in (request.method, request.path, str(user)):
+    for part in (request.method, request.path, _scope(request)):
         digest.update(part.encode())
         digest.update(b"\0")
-    digest.update(request.body)
+    body = json.dumps(request.data, sort_keys=True, separators=(",", ":"), default=str)
+    digest.update(body.encode())
     return digest.hexdigest()
 
 
 def _scope(request) -> str:
-    return f"user:{request.user.pk}" if request.user.is_authenticated else "anonymous"
+    """Whose keys these are: a user, a service (by the token setting it presented), or nobody.
+
+    Callers sharing one service token share its key space: such callers must make their keys
+    unique among themselves (for example prefix them with their own name).
+    """
+    if request.user.is_authenticated:
+        return f"user:{request.user.pk}"
+    return getattr(request, "service_caller", None) or "anonymous"
 
 
 def _valid_key(key: str) -> bool:
@@ -54,7 +65,8 @@ def _valid_key(key: str) -> bool:
 def _replay(record: IdempotencyRecord) -> Response:
     headers = dict(record.headers or {})
     headers[REPLAY_HEADER] = "true"
-    return Response(record.body, status=record.status_code, headers=headers)
+    body = json.loads(record.body) if record.body else None
+    return Response(body, status=record.status_code, headers=headers)
 
 
 def idempotent(view_method=None, *, required: bool = False):
@@ -74,8 +86,7 @@ def idempotent(view_method=None, *, required: bool = False):
                 raise InvalidInput(
                     f"{HEADER} must be 1-255 printable characters.", code="idempotency_key_invalid"
                 )
-            # Touch the body before the transaction: DRF reads it lazily and the fingerprint
-            # needs the raw bytes.
+            # Parse the body before the transaction: a malformed one is a 400 with no record.
             fingerprint = request_fingerprint(request)
             scope = _scope(request)
 
@@ -96,7 +107,7 @@ def idempotent(view_method=None, *, required: bool = False):
                     transaction.set_rollback(True)
                     return response
                 record.status_code = response.status_code
-                record.body = response.data
+                record.body = json.dumps(response.data, cls=DjangoJSONEncoder)
                 record.headers = {h: response[h] for h in _KEPT_HEADERS if response.has_header(h)}
                 record.save(update_fields=["status_code", "body", "headers"])
                 return response

@@ -101,7 +101,9 @@ class IdempotencyRecord(models.Model):
     key = models.CharField(max_length=255)
     request_hash = models.CharField(max_length=64)
     status_code = models.PositiveSmallIntegerField(null=True)
-    body = models.JSONField(null=True, encoder=DjangoJSONEncoder)
+    # The response as rendered (text, not jsonb): a replay is byte-for-byte the same body,
+    # keys in the same order.
+    body = models.TextField(blank=True, default="")
     headers = models.JSONField(default=dict)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 

@@ -1,9 +1,9 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView
 
 from nightstorm.api.metrics_view import metrics_view
-from nightstorm.api.views import TokenView
+from nightstorm.api.views import DocsView, TokenView
 from nightstorm.health import health_view
 
 urlpatterns = [
@@ -13,7 +13,7 @@ urlpatterns = [
     path("api/v1/jackpots/", include("jackpot.urls")),
     path("api/v1/connections/", include("connections.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/docs/", DocsView.as_view(url_name="schema"), name="api-docs"),
     path("health/", health_view, name="health"),
     path("metrics", metrics_view, name="metrics"),
 ]

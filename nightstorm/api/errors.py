@@ -4,16 +4,17 @@ DRF's exceptions, our `DomainError`s, Django's 404 and permission errors, a row-
 and anything unexpected all come out in this shape, with field errors under `"fields"`.
 """
 
+import functools
 import logging
 
 from django.core.exceptions import PermissionDenied
-from django.db import OperationalError
+from django.db import DatabaseError, DataError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
 from nightstorm.errors import Busy, DomainError
-from nightstorm.transactions import is_lock_timeout
+from nightstorm.transactions import is_lock_timeout, is_transient
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,20 @@ def exception_handler(exc, context):
         return Response(error_body(exc.code, exc.detail), status=exc.status)
     if isinstance(exc, OperationalError) and is_lock_timeout(exc):
         return Response(error_body(Busy.code, Busy.detail), status=Busy.status)
+    if isinstance(exc, DatabaseError) and is_transient(exc):
+        # A deadlock or serialization failure that escaped every retry: the client may retry.
+        log.warning("transient database error reached the API: %s", exc)
+        return Response(
+            error_body(Busy.code, Busy.detail), status=Busy.status, headers={"Retry-After": "1"}
+        )
+    if isinstance(exc, DataError):
+        # A value the database cannot store (out of range, invalid text) that validation let
+        # through: the request is at fault, and nothing was changed.
+        log.warning("database refused a value: %s", exc)
+        return Response(
+            error_body("invalid_value", "A value in the request is out of range or invalid."),
+            status=400,
+        )
     if isinstance(exc, Http404):
         exc = drf.NotFound()
     elif isinstance(exc, PermissionDenied):
@@ -58,6 +73,28 @@ def exception_handler(exc, context):
     if getattr(exc, "auth_header", None):
         headers["WWW-Authenticate"] = exc.auth_header
     return Response(body, status=exc.status_code, headers=headers)
+
+
+def json_methods(*methods: str):
+    """Like `require_http_methods`, for plain views that answer JSON: a 405 in the contract's
+    shape. HEAD is allowed wherever GET is."""
+    allowed = {m.upper() for m in methods} | ({"HEAD"} if "GET" in methods else set())
+
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapper(request, *args, **kwargs):
+            if request.method not in allowed:
+                response = JsonResponse(
+                    error_body("method_not_allowed", f'Method "{request.method}" not allowed.'),
+                    status=405,
+                )
+                response["Allow"] = ", ".join(sorted(allowed))
+                return response
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
 
 
 def json_404(request, exception=None):

@@ -6,6 +6,13 @@ from django.conf import settings
 from rest_framework.permissions import BasePermission
 
 
+def tokens_match(given: str | None, expected: str) -> bool:
+    """Constant-time comparison of two secrets; any string (non-ASCII included) is safe."""
+    if not given or not expected:
+        return False
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
 def bearer_token(request) -> str | None:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
@@ -28,7 +35,8 @@ def service_token_or_staff(setting: str):
         def has_permission(self, request, view):
             expected = getattr(settings, setting, "")
             token = bearer_token(request)
-            if expected and token and hmac.compare_digest(token, expected):
+            if tokens_match(token, expected):
+                request.service_caller = f"service:{setting}"
                 return True
             return IsStaff().has_permission(request, view)
 

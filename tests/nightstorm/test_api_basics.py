@@ -169,3 +169,61 @@ def test_health_reports_redis_latency(client):
     check = client.get("/health/").json()["checks"]["redis"]
     assert check["state"] == "ok"
     assert check["latency_ms"] >= 0
+
+
+# --- hostile input never reaches a 500 ---------------------------------------------------
+
+
+@pytest.mark.urls("tests.nightstorm.urls")
+@pytest.mark.parametrize("key", ["\x00", "abc", "é" * 40, "0" * 41])
+def test_a_malformed_token_is_401_not_a_database_error(client, key):
+    response = client.get("/test/protected/", HTTP_AUTHORIZATION=f"Token {key}")
+    assert response.status_code == 401
+    assert response.json()["code"] == "authentication_failed"
+
+
+def test_a_non_ascii_bearer_token_is_refused_not_a_crash(client, settings):
+    settings.METRICS_TOKEN = "scrape-me"
+    response = client.get("/metrics", HTTP_AUTHORIZATION="Bearer café")
+    assert response.status_code == 403
+
+
+def test_deeply_nested_json_is_a_parse_error(api_client):
+    body = "[" * 100_000
+    response = api_client.post("/api/v1/auth/token/", data=body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["code"] == "parse_error"
+
+
+@pytest.mark.parametrize("url", ["/api/v1/zones/?x=%00", "/api/v1/combats/%00/", "/health/%00"])
+def test_nul_bytes_in_urls_are_400(client, url):
+    response = client.get(url)
+    assert response.status_code == 400
+    assert response.json()["code"] == "bad_request"
+
+
+@pytest.mark.parametrize("path", ["/health/", "/metrics"])
+def test_plain_views_answer_405_in_json(client, path):
+    response = client.post(path)
+    assert response.status_code == 405
+    assert response.json()["code"] == "method_not_allowed"
+    assert client.head(path).status_code == 200
+
+
+def test_docs_refuse_options_cleanly(client):
+    assert client.options("/api/docs/").status_code == 405
+
+
+@pytest.mark.urls("tests.nightstorm.urls")
+def test_an_escaped_deadlock_is_503_busy_not_500(client):
+    response = client.get("/test/deadlock/")
+    assert response.status_code == 503
+    assert response.json()["code"] == "busy"
+    assert response["Retry-After"] == "1"
+
+
+@pytest.mark.urls("tests.nightstorm.urls")
+def test_a_value_the_database_refuses_is_400(client):
+    response = client.get("/test/data-error/")
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_value"

@@ -116,3 +116,51 @@ def test_without_the_key_the_same_ten_requests_apply_ten_times():
     race(send, [(i,) for i in range(10)])
     player.refresh_from_db()
     assert player.gold == 70
+
+
+@pytest.mark.django_db
+def test_the_same_body_written_differently_is_the_same_request():
+    player = make_player()
+    factory = APIRequestFactory()
+
+    def send(raw):
+        request = factory.post(
+            "/credit/", raw, content_type="application/json", HTTP_IDEMPOTENCY_KEY="k"
+        )
+        force_authenticate(request, user=player.user)
+        response = CreditView.as_view()(request)
+        response.render()
+        return response
+
+    first = send('{"amount": 5, "note": "x"}')
+    second = send('{"note":"x","amount":5}')
+    assert second.status_code == 201
+    assert second["Idempotent-Replayed"] == "true"
+    assert second.content == first.content  # byte for byte, keys in the same order
+    player.refresh_from_db()
+    assert player.gold == 5
+
+
+@pytest.mark.django_db
+def test_service_callers_have_their_own_key_space(settings):
+    from nightstorm.api.permissions import service_token_or_staff
+
+    settings.NIGHTSTORM_TEST_TOKEN = "gateway-secret"
+
+    class ServiceView(APIView):
+        authentication_classes = []
+        permission_classes = [service_token_or_staff("NIGHTSTORM_TEST_TOKEN")]
+
+        @idempotent(required=True)
+        def post(self, request):
+            return Response({"ok": True}, status=201)
+
+    request = APIRequestFactory().post(
+        "/svc/",
+        {},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="k",
+        HTTP_AUTHORIZATION="Bearer gateway-secret",
+    )
+    assert ServiceView.as_view()(request).status_code == 201
+    assert IdempotencyRecord.objects.get().scope == "service:NIGHTSTORM_TEST_TOKEN"

@@ -20,10 +20,29 @@ class Crash(APIView):
         raise RuntimeError("unexpected")
 
 
+class Deadlocked(Crash):
+    def get(self, request):
+        from django.db import OperationalError
+
+        class Cause(Exception):
+            sqlstate = "40P01"
+
+        raise OperationalError("deadlock detected") from Cause()
+
+
+class DataErrorView(Crash):
+    def get(self, request):
+        from django.db import DataError
+
+        raise DataError("value out of range")
+
+
 urlpatterns = [
     *real,
     path("test/protected/", Protected.as_view()),
     path("test/crash/", Crash.as_view()),
+    path("test/deadlock/", Deadlocked.as_view()),
+    path("test/data-error/", DataErrorView.as_view()),
 ]
 
 handler404 = "nightstorm.api.errors.json_404"
