@@ -12,7 +12,7 @@ from game import nightstorm_schedules, nightstorms, storm_tasks
 from game import selectors as storm_selectors
 from game.models import Combat, Journey, NightstormEvent, Player, Registration, Reward, Zone
 from nightstorm import outbox
-from nightstorm.admin import VersionedModelAdmin
+from nightstorm.admin import VersionedAdminForm, VersionedModelAdmin
 from nightstorm.models import OutboxJob
 
 
@@ -137,8 +137,26 @@ class RegistrationInline(admin.TabularInline):
         return False
 
 
+class CombatAdminForm(VersionedAdminForm):
+    """Capacity may not drop below the seats already taken (invariant: never more participants
+    than capacity). `super().clean()` has locked the combat row, and registration takes the
+    same lock, so no seat can be added between this count and the save."""
+
+    def clean(self):
+        cleaned = super().clean()
+        capacity = cleaned.get("capacity")
+        if capacity is not None and not self.instance._state.adding:
+            seats = Registration.objects.filter(combat=self.instance).count()
+            if capacity < seats:
+                self.add_error(
+                    "capacity", f"{seats} players already hold seats; capacity cannot be lower."
+                )
+        return cleaned
+
+
 @admin.register(Combat)
 class CombatAdmin(VersionedModelAdmin):
+    form = CombatAdminForm
     list_display = ("__str__", "zone", "status", "participants", "capacity", "turn", "outcome")
     list_filter = ("status", "outcome", "zone__region")
     list_select_related = ("zone", "event", "event__zone")

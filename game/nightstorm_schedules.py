@@ -28,7 +28,7 @@ from django_q.models import Schedule
 
 from game.models import Zone
 from nightstorm.errors import LockUnavailable
-from nightstorm.locks import distributed_lock
+from nightstorm.locks import check_fence, distributed_lock
 from nightstorm.models import StatusReport
 
 log = logging.getLogger(__name__)
@@ -117,8 +117,8 @@ def check_schedules(*, wait: float = 30.0) -> CheckReport:
 
     Raises LockUnavailable when another check holds the lock longer than `wait` seconds.
     """
-    with distributed_lock(LOCK_KEY, ttl=120, wait=wait):
-        report = _check()
+    with distributed_lock(LOCK_KEY, ttl=120, wait=wait) as lease:
+        report = _check(lease.fence)
     _remember(report)
     for line in report.created + report.repaired + report.deleted:
         log.info("schedule check: %s", line)
@@ -133,11 +133,14 @@ def check_schedules_quietly() -> CheckReport:
         return CheckReport(skipped=True)
 
 
-def _check() -> CheckReport:
+def _check(fence: int) -> CheckReport:
     report = CheckReport()
     zones = list(Zone.objects.order_by("code").values_list("code", flat=True))
     wanted_names = {schedule_name(code) for code in zones}
     with transaction.atomic():
+        # A checker whose lease expired mid-check (paused, slow) must not write after a newer
+        # one: the fence refuses its token and the transaction rolls back.
+        check_fence(LOCK_KEY, fence)
         orphans = Schedule.objects.filter(name__startswith=PREFIX).exclude(name__in=wanted_names)
         strays = Schedule.objects.filter(func=FUNC).exclude(name__in=wanted_names)
         for row in (orphans | strays).distinct():

@@ -12,7 +12,7 @@ Arrival is applied lazily (when the player is read) and by the `game:arrivals` s
 
 from datetime import datetime, timedelta
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection
 from django.db.models import F
 from django.utils import timezone
 
@@ -20,7 +20,7 @@ from game import metrics
 from game.errors import AlreadyThere, AlreadyTraveling, InCombat, NoPlayer, UnknownZone
 from game.models import Journey, Player, Route, Zone
 from nightstorm.errors import DomainError
-from nightstorm.transactions import busy_on_lock_timeout, set_lock_timeout
+from nightstorm.transactions import busy_on_lock_timeout, set_lock_timeout, transient_retry
 
 # A zone pair without a seeded route (only in hand-made test data).
 FALLBACK_SECONDS = 60
@@ -96,6 +96,12 @@ def _start_locked(player_id, destination: Zone, now: datetime) -> Journey:
     )
 
 
+@transient_retry(name="travel.start")
+def _start_in_transaction(player_id, destination: Zone, now: datetime) -> Journey:
+    set_lock_timeout()
+    return _start_locked(player_id, destination, now)
+
+
 def start_travel(*, player_id, zone_code: str, now: datetime | None = None) -> Journey:
     """Start a journey of `player_id` to the zone `zone_code`.
 
@@ -109,9 +115,7 @@ def start_travel(*, player_id, zone_code: str, now: datetime | None = None) -> J
             raise UnknownZone()
         with busy_on_lock_timeout():
             try:
-                with transaction.atomic():
-                    set_lock_timeout()
-                    journey = _start_locked(player_id, destination, now)
+                journey = _start_in_transaction(player_id, destination, now)
             except IntegrityError as exc:
                 # Two requests passed the check at once: the partial unique index decided.
                 if "one_in_flight" in str(exc) or "game_journey.player_id" in str(exc):
@@ -134,29 +138,42 @@ def current_journey(*, player_id, now: datetime | None = None) -> Journey | None
     )
     if journey is None or journey.arrives_at > now:
         return journey
-    with transaction.atomic():
-        locked = (
-            Journey.objects.select_for_update()
-            .filter(pk=journey.pk, arrived_at__isnull=True)
-            .first()
-        )
-        if locked is not None:
-            _arrive_locked(locked, now)
+    _land(player_id, journey.pk, now)
     return None
 
 
+@transient_retry(name="travel.land")
+def _land(player_id, journey_id, now: datetime) -> None:
+    # The player row first, like start_travel: the same order everywhere cannot deadlock.
+    Player.all_objects.select_for_update().filter(pk=player_id).values("pk").first()
+    locked = (
+        Journey.objects.select_for_update().filter(pk=journey_id, arrived_at__isnull=True).first()
+    )
+    if locked is not None:
+        _arrive_locked(locked, now)
+
+
+@transient_retry(name="travel.arrivals")
 def apply_arrivals(*, now: datetime | None = None, limit: int = 5000) -> int:
     """Land every journey that is due; return how many landed. Safe to run concurrently:
-    each worker skips journeys another one has locked."""
+    each worker skips players another transaction has locked (a traveller mid-request, or
+    another worker), and locks players before journeys, in the order start_travel does."""
     now = now or timezone.now()
+    due = dict(
+        Journey.objects.filter(arrived_at__isnull=True, arrives_at__lte=now)
+        .order_by("arrives_at")
+        .values_list("player_id", "pk")[:limit]
+    )
+    players = list(
+        Player.all_objects.select_for_update(skip_locked=True)
+        .filter(pk__in=list(due))
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
     landed = 0
-    with transaction.atomic():
-        due = list(
-            Journey.objects.select_for_update(skip_locked=True)
-            .filter(arrived_at__isnull=True, arrives_at__lte=now)
-            .order_by("arrives_at")[:limit]
-        )
-        for journey in due:
-            _arrive_locked(journey, now)
-            landed += 1
+    for journey in Journey.objects.select_for_update().filter(
+        player_id__in=players, arrived_at__isnull=True, arrives_at__lte=now
+    ):
+        _arrive_locked(journey, now)
+        landed += 1
     return landed

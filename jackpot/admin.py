@@ -26,6 +26,9 @@ class PoolAdminForm(VersionedAdminForm):
 
     adjustment = forms.IntegerField(
         required=False,
+        # The column is a 64-bit integer; larger values could not be stored.
+        min_value=-(2**63 - 1),
+        max_value=2**63 - 1,
         help_text="Signed minor units to add to the pool, recorded as an adjustment ledger row.",
     )
     adjustment_note = forms.CharField(required=False, max_length=200)
@@ -50,6 +53,8 @@ class PoolAdminForm(VersionedAdminForm):
         delta = cleaned.get("adjustment") or 0
         if current.amount + delta < 0:
             raise ValidationError("The adjustment would take the pool below zero.")
+        if current.amount + delta > 2**63 - 1:
+            raise ValidationError("The adjustment would take the pool beyond what it can hold.")
         cap = changes["max_amount"]
         if delta > 0 and cap is not None and current.amount + delta > cap:
             raise ValidationError("The adjustment would take the pool above its maximum.")

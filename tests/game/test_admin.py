@@ -106,3 +106,28 @@ def test_dead_reward_retry_action(gm, monkeypatch):
     assert OutboxJob.objects.get(pk=reward.job_id).state == "pending"
     assert outbox.run_job(reward.job_id) == "done"
     assert Reward.objects.get(pk=reward.pk).paid_at is not None
+
+
+def test_combat_capacity_cannot_drop_below_the_seats_taken(gm):
+    zone = ZoneFactory()
+    combat = make_event(zone).combats.order_by("index").first()
+    for player in make_players(4, zone=zone):
+        registration.register(player_id=player.pk, combat_id=combat.pk)
+    combat.refresh_from_db()
+    url = f"/admin/game/combat/{combat.pk}/change/"
+    form = {
+        "capacity": 3,
+        "expected_version": combat.version,
+        "registrations-TOTAL_FORMS": 0,
+        "registrations-INITIAL_FORMS": 0,
+    }
+    response = gm.post(url, form)
+    assert response.status_code == 200
+    assert b"4 players already hold seats" in response.content
+    combat.refresh_from_db()
+    assert combat.capacity == 10
+
+    form["capacity"] = 4
+    assert gm.post(url, form).status_code == 302
+    combat.refresh_from_db()
+    assert combat.capacity == 4

@@ -274,7 +274,7 @@ def test_bad_bodies_get_4xx_and_change_nothing(client, player):
     _error(response, 415, "unsupported_media_type")
     _error(client.post(url, ["ASH2"], format="json"), 400, "invalid")
     assert not Journey.objects.exists()
-    _error(client.get("/api/v1/combats/%00/"), 404, "combat_not_found")
+    _error(client.get("/api/v1/combats/%00/"), 400, "bad_request")
     _error(
         client.post("/api/v1/combats/123/registrations/", "{bad", content_type="application/json"),
         404,

@@ -105,12 +105,17 @@ def test_without_the_lock_and_the_unique_name_two_checks_duplicate_schedules(wor
 
     barrier = threading.Barrier(2)
     real_check = ns._check
+    fences = iter([1, 2])
 
     def unguarded(*args, **kwargs):
         barrier.wait(timeout=10)
-        return real_check()
+        return real_check(next(fences))
 
-    monkeypatch.setattr(ns, "distributed_lock", lambda *a, **k: contextlib.nullcontext())
+    class NoLease:
+        fence = 0
+
+    monkeypatch.setattr(ns, "distributed_lock", lambda *a, **k: contextlib.nullcontext(NoLease))
+    monkeypatch.setattr(ns, "check_fence", lambda *a: None)
     monkeypatch.setattr(ns, "_check", unguarded)
     with connection.cursor() as cursor:
         cursor.execute("DROP INDEX nightstorm_schedule_name_unique")
@@ -165,3 +170,14 @@ def test_the_zone_admin_shows_schedules_and_opens_a_nightstorm(world, admin_clie
     assert NightstormEvent.objects.filter(zone=zone).count() == 1
     page = admin_client.get("/admin/game/zone/")
     assert b"open" in page.content
+
+
+def test_a_checker_whose_lease_was_taken_over_writes_nothing(world):
+    """The fence: a check holding an older token than one already used is refused whole."""
+    from nightstorm.errors import StaleFencingToken
+    from nightstorm.locks import check_fence
+
+    check_fence(ns.LOCK_KEY, 10**18)  # a newer holder has already written
+    with pytest.raises(StaleFencingToken):
+        ns.check_schedules()
+    assert zone_rows().count() == 0
