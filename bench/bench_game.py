@@ -27,30 +27,17 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
-import psycopg
 from django.conf import settings
 from django.db import connections
 from django.utils import timezone
 
-from bench.common import Row, median, percentile
+from bench.common import Row, median, percentile, raw_pg
 
 COMBATS = 1000
 SEATS = 10
 TRAVELLERS = 1000
 THREADS = 16
 HTTP_CONTENDERS = 100
-
-
-def _raw_pg(autocommit=True):
-    db = settings.DATABASES["default"]
-    return psycopg.connect(
-        host=db["HOST"] or "127.0.0.1",
-        port=db["PORT"] or 5432,
-        user=db["USER"] or "postgres",
-        password=db["PASSWORD"] or None,
-        dbname=db["NAME"],
-        autocommit=autocommit,
-    )
 
 
 class World:
@@ -171,7 +158,7 @@ def _raw_turns(world: World, parallelism: int, batch: int) -> float:
     lock = threading.Lock()
 
     def worker():
-        conn = _raw_pg(autocommit=False)
+        conn = raw_pg(autocommit=False)
         rng = random.Random()
         try:
             while True:
@@ -281,7 +268,7 @@ def bench_travel(world: World) -> list[Row]:
     def raw(pid):
         conn = getattr(local, "conn", None)
         if conn is None:
-            conn = local.conn = _raw_pg()
+            conn = local.conn = raw_pg()
             conns.append(conn)
         now = timezone.now()
         # The same reads and writes as the service: the zone, the locked player state (journey
@@ -430,7 +417,7 @@ def bench_http_registration(world: World) -> list[Row]:
         zone=world.home, slot=timezone.now() + timedelta(days=rounds + 2)
     )
     combat_ids = [c.pk for c in raw_event.combats.order_by("index")]
-    conns = [_raw_pg() for _ in range(20)]
+    conns = [raw_pg() for _ in range(20)]
     pool_lock = threading.Lock()
 
     def raw(i):

@@ -9,26 +9,13 @@
 
 import secrets
 
-import psycopg
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from bench.common import Row, rate
+from bench.common import Row, rate, raw_pg
 
 GOAL = 0.67
-
-
-def _raw_pg():
-    db = settings.DATABASES["default"]
-    return psycopg.connect(
-        host=db["HOST"] or "127.0.0.1",
-        port=db["PORT"] or 5432,
-        user=db["USER"] or "postgres",
-        password=db["PASSWORD"] or None,
-        dbname=db["NAME"],
-        autocommit=True,
-    )
 
 
 def bench_redis_lock() -> list[Row]:
@@ -68,7 +55,7 @@ def bench_redis_lock() -> list[Row]:
 def bench_database_lock() -> list[Row]:
     from nightstorm.locks import distributed_lock
 
-    raw_conn = _raw_pg()
+    raw_conn = raw_pg()
 
     def ours():
         with distributed_lock("bench:db-ours", ttl=5, wait=1, backend="database"):
@@ -106,7 +93,7 @@ def bench_optimistic_update() -> list[Row]:
     user2, _ = get_user_model().objects.get_or_create(username="bench-optimistic-raw")
     Player.all_objects.filter(user=user2).hard_delete()
     raw_row = Player.objects.create(user=user2, name="bench-optimistic-raw")
-    raw_conn = _raw_pg()
+    raw_conn = raw_pg()
     state = {"ours": ours_row.version, "raw": raw_row.version}
 
     def ours():

@@ -13,6 +13,22 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 
+def raw_pg(autocommit: bool = True):
+    """A plain psycopg connection to the benchmark database, for the raw baselines."""
+    import psycopg
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    return psycopg.connect(
+        host=db["HOST"] or "127.0.0.1",
+        port=db["PORT"] or 5432,
+        user=db["USER"] or "postgres",
+        password=db["PASSWORD"] or None,
+        dbname=db["NAME"],
+        autocommit=autocommit,
+    )
+
+
 def setup_django() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "nightstorm.settings")
     import django
