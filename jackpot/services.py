@@ -446,13 +446,15 @@ def _contribute_sql(alias: str, ledger_rows: int, version_check: bool):
     contribution_fields = fields(Contribution, _CONTRIBUTION_FIELDS)
     ledger_fields = fields(LedgerEntry, _LEDGER_FIELDS)
     pool = JackpotPool._meta
+    shared_fields = fields(LedgerEntry, _LEDGER_SHARED_FIELDS)
     pool_fields = fields(JackpotPool, _POOL_WRITE_FIELDS)
     version, pk = quote(pool.get_field("version").column), quote(pool.pk.column)
     ctes = [
         f"c AS (INSERT INTO {quote(Contribution._meta.db_table)} "
         f"({', '.join(quote(f.column) for f in contribution_fields)}) "
         f"VALUES ({', '.join(['%s'] * len(contribution_fields))}) "
-        f"RETURNING {quote(Contribution._meta.pk.column)})"
+        f"RETURNING {quote(Contribution._meta.pk.column)}, "
+        f"{', '.join(quote(f.column) for f in _from_contribution())})"
     ]
     assignments = ", ".join(f"{quote(f.column)} = %s" for f in pool_fields)
     condition = f"{pk} = %s" + (f" AND {version} = %s" if version_check else "")
@@ -463,20 +465,29 @@ def _contribute_sql(alias: str, ledger_rows: int, version_check: bool):
             f"RETURNING {pk})"
         )
     if ledger_rows:
-        # Typed placeholders: with server-side binding a VALUES list has no column to take
-        # the parameter types from.
-        row = "(" + ", ".join(f"CAST(%s AS {f.cast_db_type(connection)})" for f in ledger_fields)
-        rows = ", ".join([row + ")"] * ledger_rows)
-        columns = ", ".join(quote(f.column) for f in ledger_fields)
+        # What differs per row comes from VALUES, with typed placeholders (with server-side
+        # binding a VALUES list has no column to take the parameter types from); what the rows
+        # share comes from the contribution row (`c`) or is sent once. Fewer parameters also
+        # keep psycopg's per-query cache working (it skips queries with more than 50).
+        row = ", ".join(f"CAST(%s AS {f.cast_db_type(connection)})" for f in ledger_fields)
+        rows = ", ".join([f"({row})"] * ledger_rows)
+        names = ", ".join(f"v{i}" for i in range(len(ledger_fields)))
+        columns = [quote(f.column) for f in ledger_fields + shared_fields + _from_contribution()]
+        select = (
+            [f"v{i}" for i in range(len(ledger_fields))]
+            + [f"CAST(%s AS {f.cast_db_type(connection)})" for f in shared_fields]
+            + [f"c.{quote(f.column)}" for f in _from_contribution()]
+        )
         ctes.append(
-            f"l AS (INSERT INTO {quote(LedgerEntry._meta.db_table)} ({columns}) "
-            f"SELECT * FROM (VALUES {rows}) AS v WHERE EXISTS (SELECT 1 FROM p3))"
+            f"l AS (INSERT INTO {quote(LedgerEntry._meta.db_table)} ({', '.join(columns)}) "
+            f"SELECT {', '.join(select)} FROM (VALUES {rows}) AS v ({names}) CROSS JOIN c "
+            "WHERE EXISTS (SELECT 1 FROM p3))"
         )
     sql = (
         f"WITH {', '.join(ctes)} SELECT (SELECT {quote(Contribution._meta.pk.column)} FROM c), "
         "(SELECT COUNT(*) FROM p1) + (SELECT COUNT(*) FROM p2) + (SELECT COUNT(*) FROM p3)"
     )
-    return sql, contribution_fields, ledger_fields, pool_fields
+    return sql, contribution_fields, ledger_fields, shared_fields, pool_fields
 
 
 _CONTRIBUTION_FIELDS = (
@@ -490,17 +501,16 @@ _CONTRIBUTION_FIELDS = (
     "overflow_amount",
     "created_at",
 )
-_LEDGER_FIELDS = (
-    "pool",
-    "kind",
-    "amount",
-    "balance_after",
-    "pool_version",
-    "operation_id",
-    "player",
-    "note",
-    "created_at",
-)
+_LEDGER_FIELDS = ("pool", "amount", "balance_after", "pool_version")  # per row
+_LEDGER_SHARED_FIELDS = ("kind", "note")  # one parameter each
+# Ledger columns taken from the contribution row (the same values for every ledger row).
+_FROM_CONTRIBUTION = ("operation_id", "player", "created_at")
+
+
+def _from_contribution():
+    return tuple(Contribution._meta.get_field(name) for name in _FROM_CONTRIBUTION)
+
+
 _POOL_WRITE_FIELDS = ("amount", "last_modified_at", "updated_at")
 
 
@@ -510,7 +520,7 @@ def _write_contribution(connection, values: dict, entries: list[dict], writes, n
     Returns the contribution's id; raises ConcurrencyConflict if any pool moved since it was
     read (the caller's transaction then rolls everything back).
     """
-    sql, contribution_fields, ledger_fields, pool_fields = _contribute_sql(
+    sql, contribution_fields, ledger_fields, shared_fields, pool_fields = _contribute_sql(
         connection.alias, len(entries), VERSION_CHECK
     )
     params = [f.get_db_prep_save(values[f.name], connection) for f in contribution_fields]
@@ -522,9 +532,11 @@ def _write_contribution(connection, values: dict, entries: list[dict], writes, n
         params.append(pk_field.get_db_prep_value(pool.pk, connection))
         if VERSION_CHECK:
             params.append(pool.version)
-    params += [
-        f.get_db_prep_save(row[f.name], connection) for row in entries for f in ledger_fields
-    ]
+    if entries:  # the shared values come first in the statement's text
+        params += [f.get_db_prep_save(entries[0][f.name], connection) for f in shared_fields]
+        params += [
+            f.get_db_prep_save(row[f.name], connection) for row in entries for f in ledger_fields
+        ]
     with transaction.mark_for_rollback_on_error(connection.alias), connection.cursor() as cursor:
         cursor.execute(sql, params)
         pk, updated = cursor.fetchone()

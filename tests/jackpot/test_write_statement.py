@@ -55,6 +55,23 @@ def test_a_bet_too_small_for_any_pool_still_moves_every_version(pools, player):
     assert all_ok()
 
 
+def test_the_ledger_rows_carry_the_contribution_and_extend_each_chain(pools, player):
+    before = pool_state()
+    c = services.contribute(player=player, bet=123_456, operation_id="op-rows").contribution
+    stored = Contribution.objects.get(operation_id="op-rows")
+    assert (stored.pk, stored.created_at) == (c.pk, c.created_at)
+    rows = {r.pool.group: r for r in LedgerEntry.objects.filter(operation_id="op-rows")}
+    assert set(rows) == {"minor", "major", "mega"}
+    for group, row in rows.items():
+        amount, version = before[group]
+        assert (row.kind, row.note, row.player_id) == ("contribution", "", player.pk)
+        assert row.amount == c.amounts[group]
+        assert (row.balance_after, row.pool_version) == (amount + row.amount, version + 1)
+        assert row.created_at == c.created_at
+    assert pool_state() == {g: (a + c.amounts[g], v + 1) for g, (a, v) in before.items()}
+    assert all_ok()
+
+
 def _statements(queries) -> list[str]:
     return [
         q["sql"]
