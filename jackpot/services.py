@@ -126,6 +126,10 @@ class WinResult:
 # --- input checks ---------------------------------------------------------------------------
 
 
+# Amounts live in 64-bit integer columns.
+MAX_STORABLE = 2**63 - 1
+
+
 def _strict_int(value, *, field: str) -> int:
     # bool is an int subclass and JSON floats like 1000.0 or 1e3 are not integers of cents.
     if isinstance(value, bool) or not isinstance(value, int):
@@ -696,6 +700,8 @@ def validate_config(changes: dict, pool: JackpotPool, others: list[JackpotPool])
     for name, value in changes.items():
         if not (name == "max_amount" and value is None):
             _strict_int(value, field=name)
+            if abs(value) > MAX_STORABLE:
+                raise InvalidInput(f"{name} is out of range.", code=f"{name}_out_of_range")
     merged = {name: changes.get(name, getattr(pool, name)) for name in CONFIG_FIELDS}
     if not 0 <= merged["contribution_rate_bp"] <= BP_SCALE:
         raise InvalidInput("contribution_rate_bp must be 0-10000.", code="rate_out_of_range")

@@ -106,9 +106,14 @@ elif _db["ENGINE"] == "django.db.backends.postgresql":
     # Persistent connections: opening one costs several milliseconds, more than a request.
     _db["CONN_MAX_AGE"] = _int("DB_CONN_MAX_AGE", 60)
     _db["CONN_HEALTH_CHECKS"] = True
-    # Server-side binding lets psycopg prepare the hot statements (auto-prepared after a few
-    # runs), so PostgreSQL stops re-planning every conditional UPDATE.
-    _db["OPTIONS"] = {"server_side_binding": env.bool("DB_SERVER_SIDE_BINDING", default=True)}
+    # Server-side binding plus a prepare threshold lets psycopg prepare the hot statements
+    # after a few runs, so PostgreSQL stops re-planning every conditional UPDATE. Behind a
+    # transaction-mode pooler (PgBouncer) set DB_PREPARE_THRESHOLD=0 to never prepare.
+    _prepare = _int("DB_PREPARE_THRESHOLD", 5)
+    _db["OPTIONS"] = {
+        "server_side_binding": env.bool("DB_SERVER_SIDE_BINDING", default=True),
+        "prepare_threshold": _prepare or None,
+    }
     _pool_max = _int("DB_POOL_MAX_SIZE", 0)
     if _pool_max:
         # psycopg_pool through Django 5.1+; CONN_MAX_AGE must stay 0 with a pool.

@@ -192,6 +192,8 @@ def test_patch_config_with_if_match(staff_client, pools):
         ({"max_amount": 1}, "max_below_seed"),
         ({"amount": 10**9}, "unknown_field"),
         ({"contribution_rate_bp": 9_950}, "rates_exceed_bet"),
+        ({"seed_amount": 2**63}, "seed_amount_out_of_range"),
+        ({"max_amount": 10**19}, "max_amount_out_of_range"),
     ],
 )
 def test_patch_refuses_invalid_config(staff_client, pools, body, code):
@@ -257,3 +259,10 @@ def test_contribution_retries_inside_the_idempotent_transaction(player_client, p
     assert response.status_code == 201 and calls == [False, True]
     assert amounts() == {g: before[g] + response.json()["amounts"][g] for g in before}
     assert LedgerEntry.objects.filter(kind="contribution").count() == 3
+
+
+def test_nul_bytes_in_group_or_filters_are_400(staff_client, pools):
+    for url in [f"{POOLS}%00/", f"{POOLS}ledger/?operation_id=%00"]:
+        response = staff_client.get(url)
+        assert response.status_code == 400, url
+        assert response.json()["code"] == "bad_request"
