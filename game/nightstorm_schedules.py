@@ -121,7 +121,9 @@ def check_schedules(*, wait: float = 30.0) -> CheckReport:
         report = _check(lease.fence)
     _remember(report)
     for line in report.created + report.repaired + report.deleted:
-        log.info("schedule check: %s", line)
+        log.debug("schedule check: %s", line)
+    if report.changed:
+        log.info(report.summary())
     return report
 
 
