@@ -10,21 +10,13 @@ from connections.gateway import format_duration
 from connections.models import OnlineConnection
 from connections.service import get_service
 from connections.state import StoreUnavailable
+from nightstorm.admin import ReadOnlyModelAdmin
 
 
 @admin.register(OnlineConnection)
-class OnlineConnectionAdmin(admin.ModelAdmin):
+class OnlineConnectionAdmin(ReadOnlyModelAdmin):
     """The changelist is replaced by a page listing the shared store's connections (there is no
     table behind the model); nobody adds, edits or deletes through it."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def get_urls(self):
         # Only the list exists: there is no table behind the model, so no change, history or

@@ -1,18 +1,6 @@
 from django.apps import AppConfig
 
 
-def ensure_game_schedules(sender, using="default", **kwargs):
-    """After `migrate`: the combat tick and arrivals schedules exist and are right."""
-    from django.db import connections
-
-    from game.schedules import GAME_SCHEDULES
-    from nightstorm.schedules import ensure_schedules
-
-    if "django_q_schedule" not in connections[using].introspection.table_names():
-        return
-    ensure_schedules(GAME_SCHEDULES)
-
-
 def check_world():
     from game.models import Zone
 
@@ -45,14 +33,14 @@ class GameConfig(AppConfig):
     verbose_name = "Game world"
 
     def ready(self):
-        from django.db.models.signals import post_migrate
         from django_q.signals import post_spawn
 
         from game import rewards  # noqa: F401  (registers the reward payout handler)
         from game.nightstorm_schedules import health_check as check_nightstorm_schedules
-        from nightstorm import health
+        from game.schedules import GAME_SCHEDULES
+        from nightstorm import health, schedules
 
-        post_migrate.connect(ensure_game_schedules, sender=self)
+        schedules.register(GAME_SCHEDULES)
         post_spawn.connect(check_schedules_on_cluster_start, dispatch_uid="game.schedule_check")
         health.register("game_world", check_world)
         health.register("scheduler", check_nightstorm_schedules)

@@ -5,19 +5,16 @@ from django.db.models import Count, Prefetch
 
 from game.models import Combat, NightstormEvent, Zone
 
-SCHEDULE_PREFIX = "nightstorm:"
-
 
 def zones_with_next_nightstorm() -> list[Zone]:
     """All zones, each with `next_nightstorm_at` from its django-q2 schedule (None if none)."""
-    from django_q.models import Schedule
+    from game.nightstorm_schedules import zone_schedules
 
-    next_runs = dict(
-        Schedule.objects.filter(name__startswith=SCHEDULE_PREFIX).values_list("name", "next_run")
-    )
+    schedules = zone_schedules()
     zones = list(Zone.objects.order_by("code"))
     for zone in zones:
-        zone.next_nightstorm_at = next_runs.get(f"{SCHEDULE_PREFIX}{zone.code}")
+        schedule = schedules.get(zone.code)
+        zone.next_nightstorm_at = schedule.next_run if schedule else None
     return zones
 
 
@@ -28,8 +25,10 @@ def zone_storm_annotations() -> dict:
     from django.db.models.functions import Concat
     from django_q.models import Schedule, Task
 
+    from game.nightstorm_schedules import PREFIX
+
     def zone_schedule(code):
-        return Schedule.objects.filter(name=Concat(Value(SCHEDULE_PREFIX), code))
+        return Schedule.objects.filter(name=Concat(Value(PREFIX), code))
 
     schedule = zone_schedule(OuterRef("code"))
     last_task = Task.objects.filter(

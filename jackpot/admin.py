@@ -15,7 +15,7 @@ from django.core.exceptions import ValidationError
 from jackpot import services
 from jackpot.ledger import audit_pools
 from jackpot.models import Contribution, JackpotPool, LedgerEntry, Win
-from nightstorm.admin import VersionedAdminForm, VersionedModelAdmin
+from nightstorm.admin import ReadOnlyModelAdmin, VersionedAdminForm, VersionedModelAdmin
 from nightstorm.errors import DomainError
 
 _audit = threading.local()
@@ -131,19 +131,8 @@ class JackpotPoolAdmin(VersionedModelAdmin):
         return False
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(ReadOnlyAdmin):
+class LedgerEntryAdmin(ReadOnlyModelAdmin):
     list_display = (
         "id",
         "pool",
@@ -162,7 +151,7 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Contribution)
-class ContributionAdmin(ReadOnlyAdmin):
+class ContributionAdmin(ReadOnlyModelAdmin):
     list_display = (
         "id",
         "operation_id",
@@ -180,7 +169,7 @@ class ContributionAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Win)
-class WinAdmin(ReadOnlyAdmin):
+class WinAdmin(ReadOnlyModelAdmin):
     list_display = ("id", "operation_id", "pool", "player", "amount", "created_at")
     list_filter = ("pool__group",)
     search_fields = ("operation_id",)

@@ -8,6 +8,19 @@ from nightstorm import outbox
 from nightstorm.models import Heartbeat, IdempotencyRecord, OutboxJob
 
 
+class ReadOnlyModelAdmin(admin.ModelAdmin):
+    """Rows that only the services write (ledgers, records): visible, never edited here."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 class VersionedAdminForm(forms.ModelForm):
     """Carries the version the editor saw; a save over a newer version is refused.
 
@@ -102,19 +115,11 @@ class OutboxJobAdmin(admin.ModelAdmin):
 
 
 @admin.register(IdempotencyRecord)
-class IdempotencyRecordAdmin(admin.ModelAdmin):
+class IdempotencyRecordAdmin(ReadOnlyModelAdmin):
     list_display = ("scope", "key", "status_code", "created_at")
     search_fields = ("scope", "key")
-    readonly_fields = [f.name for f in IdempotencyRecord._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
 
 
 @admin.register(Heartbeat)
-class HeartbeatAdmin(admin.ModelAdmin):
+class HeartbeatAdmin(ReadOnlyModelAdmin):
     list_display = ("name", "beat_at")
-    readonly_fields = ("name", "beat_at")
-
-    def has_add_permission(self, request):
-        return False

@@ -9,6 +9,6 @@ class NightstormConfig(AppConfig):
         from django.db.models.signals import post_migrate
 
         from nightstorm import health  # noqa: F401  (registers the built-in checks)
-        from nightstorm.signals import ensure_toolkit_schedules
+        from nightstorm.signals import ensure_registered_schedules
 
-        post_migrate.connect(ensure_toolkit_schedules, sender=self)
+        post_migrate.connect(ensure_registered_schedules, sender=self)

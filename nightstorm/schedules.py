@@ -44,6 +44,19 @@ TOOLKIT_SCHEDULES = [
 ]
 
 
+_registered: dict[str, ScheduleSpec] = {spec.name: spec for spec in TOOLKIT_SCHEDULES}
+
+
+def register(specs) -> None:
+    """Declare recurring schedules (from an AppConfig.ready()); every `migrate` ensures them."""
+    for spec in specs:
+        _registered[spec.name] = spec
+
+
+def registered() -> list[ScheduleSpec]:
+    return list(_registered.values())
+
+
 def ensure_schedule(spec: ScheduleSpec) -> str:
     """Make the named schedule match `spec`; return "created", "repaired" or "ok"."""
     with transaction.atomic():

@@ -8,9 +8,9 @@ from django.utils import timezone
 from django_q.models import Schedule
 
 from game import tasks
-from game.apps import ensure_game_schedules
 from game.models import Combat, Journey
 from game.schedules import GAME_SCHEDULES
+from nightstorm.signals import ensure_registered_schedules
 from tests.game.factories import make_players, make_running_combats, make_zones
 
 pytestmark = pytest.mark.django_db
@@ -18,8 +18,8 @@ pytestmark = pytest.mark.django_db
 
 def test_game_schedules_are_ensured_after_migrate():
     Schedule.objects.filter(name__in=[s.name for s in GAME_SCHEDULES]).delete()
-    ensure_game_schedules(sender=None)
-    ensure_game_schedules(sender=None)
+    ensure_registered_schedules(sender=None)
+    ensure_registered_schedules(sender=None)
     rows = Schedule.objects.filter(name__in=[s.name for s in GAME_SCHEDULES])
     assert sorted(rows.values_list("func", flat=True)) == [
         "game.storm_tasks.watchdog",
