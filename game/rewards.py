@@ -35,12 +35,10 @@ def write_rewards(*, combat: Combat, registrations: list[Registration], outcome:
         for pid, (gold, xp) in shares.items()
     ]
     Reward.objects.bulk_create(rewards)
+    keys = {reward.pk: f"game.reward:{combat.pk}:{reward.player_id}" for reward in rewards}
+    jobs = outbox.enqueue_many(PAY_REWARD, [({"reward": pk}, key) for pk, key in keys.items()])
     for reward in rewards:
-        reward.job = outbox.enqueue(
-            PAY_REWARD,
-            {"reward": reward.pk},
-            dedupe_key=f"game.reward:{combat.pk}:{reward.player_id}",
-        )
+        reward.job = jobs[keys[reward.pk]]
     Reward.objects.bulk_update(rewards, ["job"])
     return rewards
 

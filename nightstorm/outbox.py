@@ -73,6 +73,27 @@ def enqueue(
     return job
 
 
+def enqueue_many(kind: str, items: list[tuple[dict, str]]) -> dict[str, OutboxJob]:
+    """Record one job per `(payload, dedupe_key)` in the current transaction, in two queries;
+    return the jobs by dedupe key. A key already recorded keeps its first job, like `enqueue`.
+    """
+    if kind not in _handlers:
+        raise ValueError(f"no outbox handler for {kind!r}")
+    if not items:
+        return {}
+    OutboxJob.objects.bulk_create(
+        [OutboxJob(kind=kind, payload=payload, dedupe_key=key) for payload, key in items],
+        ignore_conflicts=True,
+    )
+    jobs = {
+        job.dedupe_key: job
+        for job in OutboxJob.objects.filter(dedupe_key__in=[k for _, k in items])
+    }
+    ids = [job.pk for job in jobs.values()]
+    transaction.on_commit(lambda: [_dispatch(job_id) for job_id in ids])
+    return jobs
+
+
 def next_delay(attempts: int) -> timedelta:
     return timedelta(seconds=settings.NIGHTSTORM_OUTBOX_BASE_DELAY_S * (2 ** max(0, attempts - 1)))
 

@@ -118,3 +118,20 @@ def test_runners_racing_on_the_same_jobs_apply_each_once():
     race(runner, [(i,) for i in range(4)])  # second pass: anything skipped-while-locked
     assert gold(player) == 20
     assert set(OutboxJob.objects.values_list("state", flat=True)) == {"done"}
+
+
+@pytest.mark.django_db
+def test_enqueue_many_records_each_key_once_and_runs_each_job_once():
+    from django.db import transaction
+
+    player = make_player()
+    items = [({"player": str(player.pk), "amount": n}, f"many:{n}") for n in (1, 2, 3)]
+    with transaction.atomic():
+        first = outbox.enqueue_many("tests.credit", items)
+        again = outbox.enqueue_many("tests.credit", items)
+    assert {k: j.pk for k, j in first.items()} == {k: j.pk for k, j in again.items()}
+    assert OutboxJob.objects.count() == 3
+    for job in first.values():
+        outbox.run_job(job.pk)
+        outbox.run_job(job.pk)
+    assert gold(player) == 6
