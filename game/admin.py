@@ -5,14 +5,26 @@ refused with a form error instead of silently overwriting it. State changes of c
 through the lifecycle services, never through a raw field edit.
 """
 
+import uuid
+
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count
 
-from game import nightstorm_schedules, nightstorms, storm_tasks
+from game import gold, nightstorm_schedules, nightstorms, storm_tasks
 from game import selectors as storm_selectors
-from game.models import Combat, Journey, NightstormEvent, Player, Registration, Reward, Zone
+from game.models import (
+    Combat,
+    GoldEntry,
+    Journey,
+    NightstormEvent,
+    Player,
+    Registration,
+    Reward,
+    Zone,
+)
 from nightstorm import outbox
-from nightstorm.admin import VersionedAdminForm, VersionedModelAdmin
+from nightstorm.admin import ReadOnlyModelAdmin, VersionedAdminForm, VersionedModelAdmin
 from nightstorm.models import OutboxJob
 
 
@@ -75,13 +87,71 @@ class ZoneAdmin(admin.ModelAdmin):
         return super().changelist_view(request, extra_context)
 
 
+class PlayerAdminForm(VersionedAdminForm):
+    """Gold is not edited in place: a signed adjustment goes through `game.gold.adjust`, so it
+    lands in the gold ledger. The token makes a double-submitted form adjust once."""
+
+    gold_adjustment = forms.IntegerField(
+        required=False,
+        help_text="Signed amount to add to the player's gold, recorded in the gold ledger.",
+    )
+    gold_note = forms.CharField(required=False, max_length=150)
+    adjustment_token = forms.CharField(widget=forms.HiddenInput, required=False)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self.is_bound:
+            self.fields["adjustment_token"].initial = uuid.uuid4().hex
+
+    def clean_gold_adjustment(self):
+        delta = self.cleaned_data.get("gold_adjustment") or 0
+        if delta and self.instance.pk and self.instance.gold + delta < 0:
+            raise forms.ValidationError("The adjustment would take the gold below zero.")
+        return delta
+
+
+class GoldEntryInline(admin.TabularInline):
+    model = GoldEntry
+    fields = ("created_at", "kind", "amount", "balance_after", "reference", "note")
+    readonly_fields = fields
+    ordering = ("-id",)
+    extra = 0
+    max_num = 0
+    can_delete = False
+    verbose_name_plural = "gold ledger (newest first)"
+
+
 @admin.register(Player)
 class PlayerAdmin(VersionedModelAdmin):
+    form = PlayerAdminForm
     list_display = ("name", "zone", "gold", "hp", "level", "xp", "version")
     list_filter = ("zone__region", "zone")
     search_fields = ("name", "user__username")
     list_select_related = ("zone",)
     raw_id_fields = ("user",)
+    readonly_fields = ("gold",)
+    inlines = [GoldEntryInline]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        delta = form.cleaned_data.get("gold_adjustment") or 0
+        if delta:
+            token = form.cleaned_data.get("adjustment_token") or uuid.uuid4().hex
+            gold.adjust(
+                player_id=obj.pk,
+                delta=delta,
+                actor=request.user.get_username(),
+                reference=f"admin:{token}",
+                note=form.cleaned_data.get("gold_note") or "",
+            )
+
+
+@admin.register(GoldEntry)
+class GoldEntryAdmin(ReadOnlyModelAdmin):
+    list_display = ("created_at", "player", "kind", "amount", "balance_after", "reference")
+    list_filter = ("kind",)
+    search_fields = ("player__name", "reference")
+    list_select_related = ("player",)
 
 
 @admin.register(Journey)

@@ -16,11 +16,13 @@ The combat capacity itself is enforced by the row lock on the combat in
 
 import uuid
 
+import pgtrigger
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from nightstorm.errors import DomainError
 from nightstorm.models import OutboxJob, VersionedModel
 
 
@@ -337,3 +339,90 @@ class Reward(models.Model):
 
     def __str__(self):
         return f"{self.gold} gold, {self.xp} xp for {self.player_id}"
+
+
+class GoldLedgerIsAppendOnly(DomainError):
+    code = "ledger_append_only"
+    status = 405
+    detail = "Gold ledger rows are never changed or deleted."
+
+
+class GoldKind(models.TextChoices):
+    OPENING = "opening"  # the balance a player had when the ledger began, or starts with
+    REWARD = "reward"  # a combat reward paid by the retry queue
+    JACKPOT_WIN = "jackpot_win"  # a jackpot pool paid out
+    ADJUSTMENT = "adjustment"  # a game master's signed correction
+
+
+class GoldEntryQuerySet(models.QuerySet):
+    """Refuses bulk updates and deletes in the ORM; PostgreSQL refuses them too (trigger)."""
+
+    def update(self, **kwargs):
+        raise GoldLedgerIsAppendOnly()
+
+    def delete(self):
+        raise GoldLedgerIsAppendOnly()
+
+    def _raw_delete(self, using):
+        raise GoldLedgerIsAppendOnly()
+
+
+class GoldEntry(models.Model):
+    """One change of one player's gold: signed amount, the balance after it, and its cause.
+
+    Written by `game.gold.credit` in the transaction that changes `Player.gold`, so at every
+    commit `player.gold == sum(entry.amount)` over the player's entries (`manage.py
+    gold_audit`). `reference` names the cause (a reward id, a jackpot operation id, an admin
+    action); (kind, reference, player) is unique, so a cause credits a player at most once.
+    """
+
+    player = models.ForeignKey(Player, on_delete=models.PROTECT, related_name="gold_entries")
+    kind = models.CharField(max_length=12, choices=GoldKind.choices)
+    amount = models.BigIntegerField()
+    balance_after = models.BigIntegerField()
+    reference = models.CharField(max_length=120)
+    note = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = GoldEntryQuerySet.as_manager()
+
+    class Meta:
+        db_table = "game_gold_ledger"
+        verbose_name = "gold ledger entry"
+        verbose_name_plural = "gold ledger entries"
+        ordering = ["-id"]
+        indexes = [
+            # gold_audit and the player page read a player's entries in order.
+            models.Index(fields=["player", "id"], name="game_gold_ledger_player"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind", "reference", "player"],
+                name="%(app_label)s_%(class)s_once_per_cause",
+                violation_error_message="This cause already changed this player's gold.",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind__in=GoldKind.values),
+                name="%(app_label)s_%(class)s_kind_valid",
+                violation_error_message="Unknown gold entry kind.",
+            ),
+            models.CheckConstraint(
+                condition=Q(balance_after__gte=0),
+                name="%(app_label)s_%(class)s_balance_not_negative",
+                violation_error_message="Gold cannot go negative.",
+            ),
+        ]
+        triggers = [
+            pgtrigger.Protect(name="append_only", operation=pgtrigger.Update | pgtrigger.Delete),
+        ]
+
+    def __str__(self):
+        return f"{self.player_id}:{self.kind} {self.amount:+d} -> {self.balance_after}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise GoldLedgerIsAppendOnly()
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise GoldLedgerIsAppendOnly()

@@ -12,11 +12,10 @@
 """
 
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
-from game import fight, metrics
-from game.models import Combat, Player, Registration, Reward
+from game import fight, gold, metrics
+from game.models import Combat, GoldKind, Registration, Reward
 from nightstorm import outbox
 
 PAY_REWARD = "game.pay_reward"
@@ -44,11 +43,12 @@ def write_rewards(*, combat: Combat, registrations: list[Registration], outcome:
 
 
 def _credit(reward: Reward) -> None:
-    Player.all_objects.filter(pk=reward.player_id).update(
-        gold=F("gold") + reward.gold,
-        xp=F("xp") + reward.xp,
-        version=F("version") + 1,
-        updated_at=timezone.now(),
+    gold.credit(
+        player_id=reward.player_id,
+        amount=reward.gold,
+        xp=reward.xp,
+        kind=GoldKind.REWARD,
+        reference=f"reward:{reward.pk}",
     )
 
 

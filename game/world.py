@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from game.models import Player, Route, Zone
+from game import gold
+from game.models import GoldKind, Player, Route, Zone
 
 REGIONS = [
     ("ASH", "Ashen Reach"),
@@ -68,6 +69,7 @@ def travel_seconds(a: ZoneSpec, b: ZoneSpec) -> int:
 
 DEMO_PLAYERS = [("aria", "ASH1"), ("borin", "BRI1"), ("cael", "CIN1")]
 DEMO_PASSWORD = "nightstorm-demo-password"
+DEMO_GOLD = 100
 
 
 def seed_world(*, demo: bool = False) -> dict[str, int]:
@@ -133,8 +135,15 @@ def _seed_demo_players(zone_ids: dict[str, int]) -> int:
         if not user.has_usable_password():
             user.set_password(DEMO_PASSWORD)
             user.save(update_fields=["password"])
-        _, created = Player.objects.get_or_create(
-            user=user, defaults={"name": name, "zone_id": zone_ids[code], "gold": 100}
+        player, created = Player.objects.get_or_create(
+            user=user, defaults={"name": name, "zone_id": zone_ids[code]}
         )
+        if created:
+            gold.credit(
+                player_id=player.pk,
+                amount=DEMO_GOLD,
+                kind=GoldKind.OPENING,
+                reference="demo-player",
+            )
         made += created
     return made

@@ -53,6 +53,9 @@ def test_stale_player_save_shows_an_error(gm):
         "level": 1,
         "xp": 0,
         "expected_version": player.version,
+        # the read-only gold ledger inline's management form
+        "gold_entries-TOTAL_FORMS": 0,
+        "gold_entries-INITIAL_FORMS": 0,
     }
     # Someone else (a reward payout) changes the player after the page was opened.
     Player.objects.filter(pk=player.pk).update(gold=7, version=player.version + 1)
@@ -63,9 +66,12 @@ def test_stale_player_save_shows_an_error(gm):
     assert player.gold == 7
 
     form["expected_version"] = player.version
-    assert gm.post(url, form).status_code == 302
+    form["gold_adjustment"] = 493  # gold is changed through the ledger, not in place
+    response = gm.post(url, form)
+    assert response.status_code == 302, response.context["adminform"].form.errors
     player.refresh_from_db()
-    assert (player.gold, player.version) == (500, 3)
+    assert player.gold == 500
+    assert list(player.gold_entries.values_list("kind", "amount")) == [("adjustment", 493)]
 
 
 def test_combat_actions_start_now_and_cancel(gm):
