@@ -11,13 +11,23 @@ class DomainError(Exception):
     code = "error"
     status = 400
     detail = "The request could not be completed."
+    retry_after: int | None = None  # seconds, sent as Retry-After when set
 
-    def __init__(self, detail: str | None = None, *, code: str | None = None, status=None):
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        code: str | None = None,
+        status=None,
+        retry_after: int | None = None,
+    ):
         self.detail = detail or self.detail
         if code:
             self.code = code
         if status:
             self.status = status
+        if retry_after is not None:
+            self.retry_after = retry_after
         super().__init__(self.detail)
 
 
@@ -64,6 +74,7 @@ class Busy(DomainError):
     code = "busy"
     status = 503
     detail = "The resource is busy; retry shortly."
+    retry_after = 1
 
 
 class LockUnavailable(DomainError):
@@ -97,4 +108,5 @@ class IdempotencyKeyReused(DomainError):
 
 class IdempotencyInProgress(Conflict):
     code = "idempotency_in_progress"
-    detail = "A request with this Idempotency-Key is still being processed."
+    detail = "A request with this Idempotency-Key is still being processed; retry shortly."
+    retry_after = 1

@@ -46,3 +46,15 @@ OPERATION_SECONDS = Histogram(
     ["operation"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+IDEMPOTENT_REPLAYS = Counter(
+    "nightstorm_idempotent_replays_total",
+    "Requests answered from a stored outcome of the same Idempotency-Key.",
+)
+IDEMPOTENT_TAKEOVERS = Counter(
+    "nightstorm_idempotent_takeovers_total",
+    "Expired idempotency claims (their request died) taken over by a retry.",
+)
+IDEMPOTENT_IN_PROGRESS = Counter(
+    "nightstorm_idempotent_in_progress_total",
+    "Requests refused with 409 because their Idempotency-Key was still being processed.",
+)

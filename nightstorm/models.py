@@ -92,14 +92,19 @@ class FenceMark(models.Model):
 
 
 class IdempotencyRecord(models.Model):
-    """The stored outcome of a state-changing request, per (scope, Idempotency-Key).
+    """A claimed Idempotency-Key and, once the request finished, its stored outcome.
 
-    Written in the same transaction as the work, so the work and its record commit together.
+    The claim (`claim_token`, `claimed_until`) commits on its own, before the work; the outcome
+    (`status_code`, `body`, `headers`) commits with the work. A claim without an outcome whose
+    `claimed_until` has passed was left by a request that died: the next request with the key
+    takes it over (see `nightstorm.idempotency`).
     """
 
     scope = models.CharField(max_length=64)
     key = models.CharField(max_length=255)
     request_hash = models.CharField(max_length=64)
+    claim_token = models.CharField(max_length=32, blank=True, default="")
+    claimed_until = models.DateTimeField(null=True, blank=True)
     status_code = models.PositiveSmallIntegerField(null=True)
     # The response as rendered (text, not jsonb): a replay is byte-for-byte the same body,
     # keys in the same order.

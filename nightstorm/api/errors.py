@@ -39,7 +39,9 @@ def exception_handler(exc, context):
     """DRF's EXCEPTION_HANDLER: map every exception to the contract's JSON body."""
     headers = {}
     if isinstance(exc, DomainError):
-        return Response(error_body(exc.code, exc.detail), status=exc.status)
+        if exc.retry_after is not None:
+            headers["Retry-After"] = str(exc.retry_after)
+        return Response(error_body(exc.code, exc.detail), status=exc.status, headers=headers)
     if isinstance(exc, OperationalError) and is_lock_timeout(exc):
         return Response(error_body(Busy.code, Busy.detail), status=Busy.status)
     if isinstance(exc, DatabaseError) and is_transient(exc):
