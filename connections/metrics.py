@@ -7,6 +7,11 @@ METADATA_UPDATE_FAILURES = Counter(
     "Background (non-critical) connection writes that failed; each is logged with its payload.",
     ["kind"],  # last_signal or metadata; the key itself goes to the log, not a label
 )
+WRITES_DROPPED = Counter(
+    "nightstorm_connections_writes_dropped_total",
+    "Background writes Redis dropped because their connection was gone (logged).",
+    ["kind"],
+)
 WRITE_QUEUE_FULL = Counter(
     "nightstorm_connections_write_queue_full_total",
     "Non-critical writes refused because the background queue was full (logged).",
@@ -23,7 +28,8 @@ BACKGROUND_BATCH_SECONDS = Histogram(
 )
 CRITICAL_WRITE_FAILURES = Counter(
     "nightstorm_connections_critical_write_failures_total",
-    "Critical writes (register, bind, state, disconnect) refused because Redis failed.",
+    "Synchronous writes (register, bind, state, metadata, disconnect) refused because Redis "
+    "failed.",
     ["operation"],
 )
 RECONCILE_SECONDS = Histogram(

@@ -6,12 +6,20 @@ is in flight costs one HSET of the newest `last_signal`, not a hundred. The boun
 (`CONNECTIONS_WRITE_QUEUE_SIZE`) counts those pending pairs; a new pair beyond it is refused,
 logged and counted. A failed batch is logged entry by entry (handle, key, value) and counted —
 never swallowed — and not retried: the in-process map still holds the value, and the next signal
-of a live connection carries a newer one anyway.
+of a live connection carries a newer one anyway. A write Redis drops because its connection is
+gone (disconnected elsewhere a moment earlier) is counted and logged too.
+
+Fork safety: a process forked from one that used a writer (a gunicorn worker forked from a
+master that imported it) must not inherit a writer thread that does not exist in the child, a
+condition some parent thread held at the fork, or the parent's pending writes (the parent still
+sends those). `os.register_at_fork` resets all three in the child.
 """
 
 import logging
+import os
 import threading
 import time
+import weakref
 from itertools import islice
 
 from connections import metrics
@@ -26,6 +34,17 @@ def _kind(key: str, is_meta: bool) -> str:
     return "metadata" if is_meta else key
 
 
+_writers: "weakref.WeakSet[BackgroundWriter]" = weakref.WeakSet()
+
+
+def _reset_writers_in_child() -> None:
+    for writer in list(_writers):
+        writer._reset_runtime()
+
+
+os.register_at_fork(after_in_child=_reset_writers_in_child)
+
+
 class BackgroundWriter:
     """Coalescing, bounded queue in front of `RedisConnectionStore.write_batch`."""
 
@@ -33,6 +52,16 @@ class BackgroundWriter:
         self.store = store
         self.max_pending = max_pending
         self.batch_size = batch_size
+        self._reset_runtime()
+        self.failures = 0
+        self.refused = 0
+        self.dropped = 0
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
+        _writers.add(self)
+
+    def _reset_runtime(self) -> None:
+        """Fresh thread, condition and pending state: at construction and in a forked child."""
         self._pending: dict[int, tuple[dict, dict]] = {}
         self._size = 0
         self._in_flight = False
@@ -40,10 +69,6 @@ class BackgroundWriter:
         self._stopping = False
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
-        self.failures = 0
-        self.refused = 0
-        self.last_error: str | None = None
-        self.last_error_at: float | None = None
 
     @property
     def depth(self) -> int:
@@ -128,14 +153,38 @@ class BackgroundWriter:
             metrics.WRITE_QUEUE_DEPTH.set(self._size)
             started = time.perf_counter()
             try:
-                self.store.write_batch(batch)
+                dropped = self.store.write_batch(batch)
             except Exception as exc:  # every failure is logged and counted below
                 self._report_failure(batch, exc)
+            else:
+                if dropped:
+                    self._report_dropped(batch, dropped)
             finally:
                 metrics.BACKGROUND_BATCH_SECONDS.observe(time.perf_counter() - started)
                 with self._cond:
                     self._in_flight = False
                     self._cond.notify_all()
+
+    def _report_dropped(self, batch: dict, handles: list[int]) -> None:
+        """Writes the store refused because their connection was gone: expected when a
+        connection is disconnected while its last signal is in flight, but never silent."""
+        for logged, handle in enumerate(handles):
+            fields, meta = batch[handle]
+            for changes, is_meta in ((fields, False), (meta, True)):
+                for key in changes:
+                    self.dropped += 1
+                    metrics.WRITES_DROPPED.labels(_kind(key, is_meta)).inc()
+            if logged < LOGGED_FAILURES_PER_BATCH:
+                log.info(
+                    "connection background write dropped (connection gone): handle=%s keys=%s",
+                    handle,
+                    ",".join([*fields, *meta]),
+                )
+        if len(handles) > LOGGED_FAILURES_PER_BATCH:
+            log.info(
+                "connection background write dropped for %s more connections in the same batch",
+                len(handles) - LOGGED_FAILURES_PER_BATCH,
+            )
 
     def _report_failure(self, batch: dict, exc: Exception) -> None:
         error = f"{type(exc).__name__}: {exc}"
