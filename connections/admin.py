@@ -6,10 +6,9 @@ from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
 
-from connections.gateway import format_duration
 from connections.models import OnlineConnection
-from connections.service import get_service
-from connections.state import StoreUnavailable
+from connections.state import StoreUnavailable, format_duration
+from connections.web import get_connections
 from nightstorm.admin import ReadOnlyModelAdmin
 
 
@@ -29,12 +28,14 @@ class OnlineConnectionAdmin(ReadOnlyModelAdmin):
     def changelist_view(self, request, extra_context=None):
         if not self.has_view_permission(request):
             raise PermissionDenied
-        service = get_service()
-        now, error, rows = time.time(), None, []
+        store = get_connections()
+        now, error, rows, stats = time.time(), None, [], {}
         try:
-            conns = service.online(shared=True)
+            conns = store.online()
+            stats = store.stats()
         except StoreUnavailable as exc:
-            conns, error = service.online(), exc.detail
+            # This process holds no copy to fall back on.
+            conns, error, stats = [], exc.detail, {"mode": "redis"}
         conns.sort(key=lambda c: (c.player_name is None, (c.player_name or "").lower(), c.handle))
         for conn in conns:
             rows.append(
@@ -51,7 +52,7 @@ class OnlineConnectionAdmin(ReadOnlyModelAdmin):
             "opts": self.model._meta,
             "rows": rows,
             "players": sum(1 for c in conns if c.player_name),
-            "stats": service.stats(),
+            "stats": stats,
             "error": error,
             **(extra_context or {}),
         }

@@ -1,12 +1,18 @@
 """REST surface of the connection store, for gateways that speak HTTP and for tools.
 
-Every view uses the process-wide `ConnectionService` (`get_service()`). In a web process that
-service holds only the connections registered through this process, so lookups of other
-handles read Redis and the list reads Redis (see `connections.service`). Callers: staff, or a
-gateway presenting `Authorization: Bearer <CONNECTIONS_SERVICE_TOKEN>`; players get 403.
+The views hold no connection state: every read and write goes to Redis through
+`connections.web` (or, without Redis, to the one in-process service), so whichever web worker
+answers sees the latest write. Callers: staff, or a gateway presenting
+`Authorization: Bearer <CONNECTIONS_SERVICE_TOKEN>`; players get 403.
+
+Registration takes an optional `Idempotency-Key`. `@idempotent` stores the response in the
+database, but the connection is written to Redis before that commit; so the handle is derived
+from the key too (`registration_idempotency`): a retry after a failure between the two lands
+on the same handle instead of registering a second connection.
 """
 
-import uuid
+import hashlib
+import json
 
 from drf_spectacular.utils import OpenApiTypes, extend_schema
 from rest_framework import serializers, status
@@ -14,18 +20,14 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from connections.service import get_service
+from connections.players import resolve_player
 from connections.state import STATES, ConnectionNotFound
+from connections.web import get_connections
 from nightstorm.api.permissions import service_token_or_staff
 from nightstorm.errors import InvalidInput
-from nightstorm.idempotency import idempotent
+from nightstorm.idempotency import HEADER, idempotent, scope_of
 
 ServiceOrStaff = service_token_or_staff("CONNECTIONS_SERVICE_TOKEN")
-
-
-class UnknownPlayer(InvalidInput):
-    code = "unknown_player"
-    detail = "No player has this id or name."
 
 
 class ConnectionRegisterInput(serializers.Serializer):
@@ -50,17 +52,25 @@ class ConnectionOutput(serializers.Serializer):
     metadata = serializers.DictField(child=serializers.CharField())
 
 
-def resolve_player(value: str) -> tuple[str, str]:
-    from game.models import Player
+def _sha256(*parts: str) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
 
-    players = Player.objects.all()
-    try:
-        row = players.filter(pk=uuid.UUID(value)).values_list("id", "name").first()
-    except ValueError:
-        row = players.filter(name=value).values_list("id", "name").first()
-    if row is None:
-        raise UnknownPlayer()
-    return str(row[0]), row[1]
+
+def registration_idempotency(request, body: dict) -> tuple[str, str] | None:
+    """(token, request digest) of a registration sent with an Idempotency-Key, else None.
+
+    The token names the caller's key (scoped like the database record, so two callers' keys
+    never meet); the digest names the request, so the same key on another body is refused
+    even when the database record was rolled back.
+    """
+    key = request.headers.get(HEADER)
+    if key is None:
+        return None
+    return _sha256(scope_of(request), key), _sha256(json.dumps(body, sort_keys=True))
 
 
 class ConnectionListView(APIView):
@@ -73,7 +83,7 @@ class ConnectionListView(APIView):
         state = request.query_params.get("state")
         if state is not None and state not in STATES:
             raise InvalidInput(f"state must be one of {', '.join(STATES)}", code="invalid_state")
-        conns = get_service().online(shared=True)
+        conns = get_connections().online()
         if state:
             conns = [c for c in conns if c.state == state]
         conns.sort(key=lambda c: ((c.player_name or "").lower(), c.handle))
@@ -86,7 +96,10 @@ class ConnectionListView(APIView):
     def post(self, request):
         data = ConnectionRegisterInput(data=request.data)
         data.is_valid(raise_exception=True)
-        conn = get_service().register(**data.validated_data)
+        body = data.validated_data
+        conn = get_connections().register(
+            **body, idempotency=registration_idempotency(request, body)
+        )
         return Response(conn.as_dict(), status=status.HTTP_201_CREATED)
 
 
@@ -97,11 +110,11 @@ class ConnectionDetailView(APIView):
 
     @extend_schema(responses=ConnectionOutput)
     def get(self, request, handle: int):
-        return Response(get_service().lookup(handle).as_dict())
+        return Response(get_connections().lookup(handle).as_dict())
 
     @extend_schema(responses={204: None})
     def delete(self, request, handle: int):
-        if not get_service().disconnect(handle):
+        if not get_connections().disconnect(handle):
             raise ConnectionNotFound()
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -116,16 +129,16 @@ class BindView(APIView):
         data = ConnectionBindInput(data=request.data)
         data.is_valid(raise_exception=True)
         player_id, player_name = resolve_player(data.validated_data["player"])
-        conn = get_service().bind(handle, player_id=player_id, player_name=player_name)
+        conn = get_connections().bind(handle, player_id=player_id, player_name=player_name)
         return Response(conn.as_dict())
 
 
 class MetadataView(APIView):
-    """Merge `{key: value}` into the connection's metadata (non-critical, written behind)."""
+    """Merge `{key: value}` into the connection's metadata; the answer is what is stored now."""
 
     permission_classes = [ServiceOrStaff]
 
     @extend_schema(request=OpenApiTypes.OBJECT, responses=ConnectionOutput)
     def patch(self, request, handle: int):
-        conn = get_service().update_metadata(handle, request.data)
+        conn = get_connections().update_metadata(handle, request.data)
         return Response(conn.as_dict())

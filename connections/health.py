@@ -1,29 +1,27 @@
-"""The `connections` health check: store reachable, background queue depth, write failures."""
+"""The `connections` health check: the shared store reachable from this (web) process.
 
-import time
+Web workers hold no connection state and no background writer, so there is no queue to report
+here; the gateway's writer reports through its own metrics and log.
+"""
+
+from django.conf import settings
 
 from nightstorm.health import DEGRADED, DOWN, OK
 
-QUEUE_DEGRADED_FRACTION = 0.8
-RECENT_FAILURE_SECONDS = 60
-
 
 def check_connections() -> tuple[str, dict]:
-    from connections.service import get_service
+    from connections.web import SharedConnections, get_connections
 
-    service = get_service()
-    details = service.stats()
-    last_failure = details.pop("last_error_at", None)
-    if service.store is None:
-        return OK, details
+    store = get_connections()
+    if not isinstance(store, SharedConnections):
+        return OK, store.stats()  # embedded: the in-process service
+    details = {"mode": "redis"}
     try:
-        details["store_latency_ms"] = round(service.store.ping_ms(), 2)
-    except Exception as exc:  # unreachable: critical writes are being refused
+        details["store_latency_ms"] = round(store.store.ping_ms(), 2)
+        details["connections"] = store.store.count()
+    except Exception as exc:  # unreachable: every connection request is refused
         details["error"] = f"{type(exc).__name__}: {exc}"[:300]
         return DOWN, details
-    if details["queue_depth"] >= QUEUE_DEGRADED_FRACTION * details["queue_limit"]:
-        return DEGRADED, details
-    if last_failure is not None and time.time() - last_failure < RECENT_FAILURE_SECONDS:
-        details["reason"] = "background writes failed in the last minute"
+    if details["store_latency_ms"] > settings.HEALTH_REDIS_DEGRADED_MS:
         return DEGRADED, details
     return OK, details

@@ -1,43 +1,44 @@
-"""The connection-state service: an in-process map for the hot path, Redis for sharing.
+"""The gateway's connection service: an in-process map of the connections whose sockets this
+process holds, written through to Redis.
+
+WHO HOLDS IT
+
+Only the process that owns the sockets — the gateway (`run_gateway`) — keeps this map. Web
+workers hold no connection state: the REST views, the admin and the health check read and write
+Redis directly through `connections.web.SharedConnections` (a map per web worker answered from
+its own copy after another worker had deleted the connection). Without `REDIS_URL` (embedded
+mode, one process) the web tier uses this service, the only copy there is.
 
 AUTHORITY MODEL
 
-- The gateway (`run_gateway`) is the authority on a connection's existence and its socket
-  state: it alone registers a connection, and it disconnects it when the socket closes.
-  Game masters' and tools' REST calls may also register/bind/disconnect (for gateways that
-  speak HTTP), through the same atomic store operations.
+- The gateway is the authority on a connection's existence and its socket state: it registers
+  a connection when a socket opens and disconnects it when the socket closes. REST callers
+  (gateways that speak HTTP, tools) may also register/bind/disconnect through the same atomic
+  store operations.
 - Binding to a player (`player`, `player_name`, `state=logged_in`) is decided where the login
-  happens (the gateway after `authenticate()`, or a trusted service through the REST bind);
-  the store's atomic bind refuses a second, different player for the same connection.
+  happens (the gateway after authentication, or a trusted service through the REST bind); the
+  store's atomic bind refuses a second, different player for the same connection.
 - Last signal and custom metadata belong to whichever process sees the activity; they are
   advisory (idle time, client hints) and last-write-wins per key.
 - Redis is the shared persistence layer and the authority after a restart (reconciliation);
-  the in-process map is the authority for hot-path reads inside its own process.
+  this map is the authority for the gateway's hot-path reads of its own sockets.
 
 CONSISTENCY MODEL
 
 - Critical writes — register, bind, state change, disconnect — go to Redis synchronously, in one
   atomic round trip, before the call returns. If Redis cannot be reached the call raises
-  `StoreUnavailable` (503, code `store_unavailable`) and the in-process map is left unchanged
-  (disconnect is the exception: the socket is gone, so the local entry goes too, and the Redis
-  entry is pruned later by idle time). A login is therefore never acknowledged without being
-  shared.
+  `StoreUnavailable` (503, code `store_unavailable`) and the map is left unchanged (disconnect
+  is the exception: the socket is gone, so the local entry goes too, and the Redis entry is
+  pruned later by idle time). A login is therefore never acknowledged without being shared.
 - Non-critical writes — last signal, custom metadata — update the map at once and reach Redis
   through one background writer thread (coalesced, pipelined). They are eventually consistent:
   Redis may lag by one batch (normally milliseconds). A failed batch is logged with handle, key
-  and value and counted (`nightstorm_connections_metadata_update_failures_total`,
-  `nightstorm_background_write_failures_total`); a full queue is counted too.
-- Reads on the hot path (`get`, `online()`) never touch Redis. `lookup()` and
-  `online(shared=True)` (used by the REST API and the admin, which run in web processes that do
-  not hold the sockets) fall back to / read from Redis, so they see connections registered by
-  any process, with last signals at most one batch old.
+  and value and counted; a write dropped because the connection was gone is logged and counted
+  (`nightstorm_connections_writes_dropped_total`); a full queue is counted too.
+- Reads on the hot path (`get`, `online()`) never touch Redis. `lookup()` falls back to Redis
+  for a handle not in the map, and `online(shared=True)` reads every connection from Redis.
 - Without `REDIS_URL` the service runs in-process only: same API, nothing shared, nothing
   survives a restart.
-
-USAGE
-
-- register: map + immediate Redis write; get: map only; touch/update_metadata: map +
-  background write; reconcile: one batched Redis read at start, pruning idle connections.
 """
 
 import itertools
@@ -57,11 +58,12 @@ from connections.state import (
     ConnectionNotFound,
     MetadataTooLarge,
     clean_metadata,
+    idempotency_ttl_seconds,
     max_metadata_keys,
 )
 from connections.store import RedisConnectionStore, encode_time
 from connections.writer import BackgroundWriter
-from nightstorm.errors import InvalidInput
+from nightstorm.errors import IdempotencyKeyReused, InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,9 @@ class ConnectionService:
         self._conns: dict[int, Connection] = {}
         self._lock = threading.Lock()
         self._local_handles = itertools.count(1)
+        # In-process mode only: idempotency token -> (handle, request digest, expiry), kept in
+        # insertion order so expired entries are at the front.
+        self._idempotent: dict[str, tuple[int, str, float]] = {}
 
     @classmethod
     def from_settings(cls) -> "ConnectionService":
@@ -105,8 +110,20 @@ class ConnectionService:
 
     # --- critical writes ---------------------------------------------------------------------
 
-    def register(self, *, protocol: str, remote_addr: str, now: float | None = None) -> Connection:
+    def register(
+        self,
+        *,
+        protocol: str,
+        remote_addr: str,
+        now: float | None = None,
+        idempotency: tuple[str, str] | None = None,
+    ) -> Connection:
+        """Register a new connection. `idempotency=(token, request digest)`: a repeat with the
+        same token gets the same handle (re-registered if it is gone, else as it is now); the
+        same token with another digest raises `IdempotencyKeyReused`."""
         now = time.time() if now is None else now
+        if idempotency is not None:
+            return self._register_once(protocol, remote_addr, now, idempotency)
         handle = self.store.allocate_handle() if self.store else next(self._local_handles)
         conn = Connection(
             handle=handle,
@@ -120,6 +137,44 @@ class ConnectionService:
         with self._lock:
             self._conns[handle] = conn
         return conn
+
+    def _register_once(self, protocol, remote_addr, now, idempotency) -> Connection:
+        if self.store is not None:
+            conn, _ = self.store.create(
+                protocol=protocol,
+                remote_addr=remote_addr,
+                now=now,
+                idempotency=idempotency,
+                ttl_seconds=idempotency_ttl_seconds(),
+            )
+            with self._lock:
+                return self._conns.setdefault(conn.handle, conn)
+        token, digest = idempotency
+        clock = time.monotonic()
+        with self._lock:
+            while self._idempotent:
+                oldest = next(iter(self._idempotent))
+                if self._idempotent[oldest][2] > clock:
+                    break
+                del self._idempotent[oldest]
+            held = self._idempotent.get(token)
+            if held is None:
+                handle = next(self._local_handles)
+                self._idempotent[token] = (handle, digest, clock + idempotency_ttl_seconds())
+            elif held[1] != digest:
+                raise IdempotencyKeyReused()
+            else:
+                handle = held[0]
+            conn = self._conns.get(handle)
+            if conn is None:
+                conn = self._conns[handle] = Connection(
+                    handle=handle,
+                    protocol=protocol,
+                    remote_addr=remote_addr,
+                    connected_at=now,
+                    last_signal=now,
+                )
+            return conn
 
     def bind(self, handle: int, *, player_id: str, player_name: str) -> Connection:
         """Bind a connection to a player (idempotent for the same player; a different player
@@ -312,6 +367,7 @@ class ConnectionService:
                 queue_limit=self.writer.max_pending,
                 background_failures=self.writer.failures,
                 queue_refused=self.writer.refused,
+                writes_dropped=self.writer.dropped,
                 last_error=self.writer.last_error,
                 last_error_at=self.writer.last_error_at,
             )
@@ -330,7 +386,8 @@ _service_lock = threading.Lock()
 
 
 def get_service() -> ConnectionService:
-    """The process-wide service (created on first use from settings)."""
+    """The process-wide service (created on first use from settings): the gateway's, or the
+    whole store in embedded mode. Web code asks `connections.web.get_connections()`."""
     global _service
     if _service is None:
         with _service_lock:
@@ -340,7 +397,7 @@ def get_service() -> ConnectionService:
 
 
 def reset_service(service: ConnectionService | None = None) -> ConnectionService | None:
-    """Replace the process-wide service (tests; a web process after fork). Returns the old."""
+    """Replace the process-wide service (tests). Returns the old one."""
     global _service
     with _service_lock:
         old, _service = _service, service

@@ -30,6 +30,24 @@ def max_metadata_value_chars() -> int:
     return settings.CONNECTIONS_MAX_METADATA_VALUE_CHARS
 
 
+def idempotency_ttl_seconds() -> int:
+    """How long an idempotent registration's handle is remembered: as long as the database
+    keeps the idempotency record, so a retry the record no longer covers is a new request."""
+    return settings.NIGHTSTORM_IDEMPOTENCY_TTL_HOURS * 3600
+
+
+def format_duration(seconds: float) -> str:
+    """`42s`, `7m`, `3h`, `2d`: the gateway's `who` and the admin page."""
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m"
+    if seconds < 86400:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 86400}d"
+
+
 class StoreUnavailable(DomainError):
     """A critical write could not reach Redis: the change did not happen and must be retried."""
 

@@ -1,5 +1,10 @@
-"""Conversion of the legacy layout (`connection:<handle>` holding the whole connection as one
-JSON string) into the hash layout of `connections.store`.
+"""The legacy layout (`connection:<handle>`, the whole connection as one JSON string): reading
+it during a rollout, and converting it into the hash layout (`migrate_connection_state`).
+
+The legacy document:
+
+    {"handle", "state", "player", "player_name", "protocol", "remote_addr", "connected_at",
+     "metadata": {"LastConnectionSignal": "<epoch>", ...}}
 
 Each key converts in one WATCH/MULTI transaction: HSETNX of every field into the connection hash
 and the metadata hash (a field the new code already wrote wins — it is newer), SADD to the live
@@ -8,24 +13,28 @@ key and changes nothing. A legacy key rewritten by an old process while it is be
 makes EXEC fail; the key is then read again (a one-off tool may retry; the store never does).
 """
 
+import json
 import logging
 from collections import Counter
 from collections.abc import Callable
 
 import redis
 
-from connections.store import (
+from connections.state import CONNECTED, Connection
+from connections.store import scripts
+from connections.store.keys import (
     HANDLES_KEY,
     LAYOUT_KEY,
     LEGACY_PREFIX,
+    LEGACY_SIGNAL_KEY,
     SEQ_KEY,
-    _text,
     conn_key,
     encode_time,
     legacy_key,
     meta_key,
-    parse_legacy,
     player_key,
+    text,
+    to_float,
 )
 
 log = logging.getLogger(__name__)
@@ -33,20 +42,69 @@ log = logging.getLogger(__name__)
 CONVERTED, MERGED, INVALID, GONE, BUSY = "converted", "merged", "invalid", "gone", "busy"
 ATTEMPTS = 3
 
-# Raise the handle allocator above every converted handle so no new connection reuses one.
-RAISE_SEQ_LUA = """
-if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
-  redis.call('SET', KEYS[1], ARGV[1])
-  return 1
-end
-return 0
-"""
+
+def parse_legacy(handle: int, raw) -> Connection | None:
+    """The connection in a legacy document; None when it is not a JSON object (the migration
+    reports such keys)."""
+    try:
+        doc = json.loads(text(raw))
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    metadata = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    connected_at = to_float(doc.get("connected_at"), 0.0)
+    signal = to_float(metadata.get(LEGACY_SIGNAL_KEY), connected_at)
+    player = doc.get("player")
+    return Connection(
+        handle=handle,
+        protocol=str(doc.get("protocol") or "telnet"),
+        remote_addr=str(doc.get("remote_addr") or ""),
+        connected_at=connected_at,
+        last_signal=signal,
+        state=str(doc.get("state") or CONNECTED),
+        player_id=str(player) if player is not None else None,
+        player_name=doc.get("player_name"),
+        metadata={
+            str(k): str(v) for k, v in metadata.items() if k != LEGACY_SIGNAL_KEY and v is not None
+        },
+    )
 
 
-def legacy_handles(client: redis.Redis) -> list[int]:
+def merge(handle: int, fields: dict, meta: dict, legacy_raw) -> Connection | None:
+    """One connection from its hash, its metadata hash and (during a rollout) its legacy
+    document; the hashes win field by field because only the new code writes them."""
+    base = parse_legacy(handle, legacy_raw) if legacy_raw is not None else None
+    fields = {text(k): text(v) for k, v in fields.items()}
+    if base is None:
+        if "state" not in fields:
+            return None  # a stray set member or a half-removed connection
+        base = Connection(
+            handle=handle, protocol="", remote_addr="", connected_at=0.0, last_signal=0.0
+        )
+    if "state" in fields:
+        base.state = fields["state"]
+    if "player" in fields:
+        base.player_id = fields["player"] or None
+    if "player_name" in fields:
+        base.player_name = fields["player_name"] or None
+    if "protocol" in fields:
+        base.protocol = fields["protocol"]
+    if "remote_addr" in fields:
+        base.remote_addr = fields["remote_addr"]
+    if "connected_at" in fields:
+        base.connected_at = to_float(fields["connected_at"], base.connected_at)
+    if "last_signal" in fields:
+        base.last_signal = to_float(fields["last_signal"], base.last_signal)
+    base.metadata.update({text(k): text(v) for k, v in meta.items()})
+    return base
+
+
+def legacy_handles(client: redis.Redis, *, count: int = 1000) -> list[int]:
+    """Handles of every legacy key (SCAN; `count` keys per step)."""
     handles = []
-    for key in client.scan_iter(match=f"{LEGACY_PREFIX}*", count=1000):
-        suffix = _text(key)[len(LEGACY_PREFIX) :]
+    for key in client.scan_iter(match=f"{LEGACY_PREFIX}*", count=count):
+        suffix = text(key)[len(LEGACY_PREFIX) :]
         if suffix.isdigit():
             handles.append(int(suffix))
     return sorted(handles)
@@ -59,8 +117,8 @@ def convert(client: redis.Redis, handle: int, *, dry_run: bool = False) -> str:
         with client.pipeline(transaction=True) as pipe:
             try:
                 pipe.watch(key)
-                if _text(pipe.type(key)) != "string":
-                    return GONE if _text(pipe.type(key)) == "none" else INVALID
+                if text(pipe.type(key)) != "string":
+                    return GONE if text(pipe.type(key)) == "none" else INVALID
                 conn = parse_legacy(handle, pipe.get(key))
                 if conn is None:
                     return INVALID
@@ -115,7 +173,7 @@ def migrate(
         if progress:
             progress(outcome)
     if handles and not dry_run:
-        client.eval(RAISE_SEQ_LUA, 1, SEQ_KEY, max(handles))
+        client.eval(scripts.RAISE_SEQ, 1, SEQ_KEY, max(handles))
     if not dry_run and not outcomes["stopped"]:
         # Reconciliation may stop scanning for legacy keys (single lookups still read them).
         client.set(LAYOUT_KEY, "hash")

@@ -1,192 +1,43 @@
-"""The Redis side of the connection store: key layout, atomic writes, batched loads.
+"""`RedisConnectionStore`: atomic reads and writes of the layout in `connections.store.keys`.
 
-Layout (every key under `ns:conn:` on the Redis of `REDIS_URL`):
-
-    ns:conn:<handle>             hash   state, player, player_name, protocol, remote_addr,
-                                        connected_at, last_signal (epoch seconds)
-    ns:conn:<handle>:meta        hash   custom metadata, string -> string
-    ns:conn:handles              set    handles of live connections
-    ns:conn:player:<player id>   set    handles bound to that player
-    ns:conn:seq                  string handle allocator (INCRBY, one block per process)
-    ns:conn:layout               string "hash" once `migrate_connection_state` has run: from then
-                                        on reconciliation stops scanning for legacy keys
-    connection:<handle>          string LEGACY layout: the whole connection as one JSON document
-                                        (see `parse_legacy`); read while a rollout is in
-                                        progress, converted by `migrate_connection_state`
-
-Every write is one atomic round trip: a MULTI pipeline (register) or one short Lua script (the
-others). No write reads a document, changes it in Python and writes it back, and none retries.
-The scripts exist for one reason: a write must not resurrect a connection that was just
-disconnected — a background `last_signal` landing after the DEL would otherwise leave a zombie
-hash — so each one checks that the connection still exists in the same atomic step. Scripts
-name their keys in KEYS except the player index key derived from the stored player, so the
-layout targets a single Redis node (or Sentinel), not Redis Cluster.
+Every write is one atomic round trip: a MULTI pipeline (the gateway's register) or one short
+Lua script (`connections.store.scripts`). No write reads a document, changes it in Python and
+writes it back, and none retries. Reads accept the legacy layout too (`legacy.merge`).
 """
 
-import json
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Iterable
 
 import redis
 
 from connections import metrics
-from connections.state import CONNECTED, Connection, StoreUnavailable
+from connections.state import CONNECTED, Connection, MetadataTooLarge, StoreUnavailable
+from connections.store import scripts
+from connections.store.keys import (
+    HANDLES_KEY,
+    IDEM_PREFIX,
+    LAYOUT_KEY,
+    PLAYER_PREFIX,
+    PREFIX,
+    SEQ_KEY,
+    conn_key,
+    encode_time,
+    idem_key,
+    legacy_key,
+    meta_key,
+    player_key,
+)
+from connections.store.legacy import legacy_handles, merge
+from nightstorm.errors import IdempotencyKeyReused
 
 log = logging.getLogger(__name__)
 
-PREFIX = "ns:conn:"
-HANDLES_KEY = f"{PREFIX}handles"
-SEQ_KEY = f"{PREFIX}seq"
-LAYOUT_KEY = f"{PREFIX}layout"
-PLAYER_PREFIX = f"{PREFIX}player:"
-LEGACY_PREFIX = "connection:"
-LEGACY_PATTERN = f"{LEGACY_PREFIX}*"
-# The seed's name for the idle-time signal inside the legacy document's metadata.
-LEGACY_SIGNAL_KEY = "LastConnectionSignal"
 HANDLE_BLOCK = 1000
 LOAD_BATCH = 500
-
-
-def conn_key(handle: int) -> str:
-    return f"{PREFIX}{handle}"
-
-
-def meta_key(handle: int) -> str:
-    return f"{PREFIX}{handle}:meta"
-
-
-def player_key(player_id: str) -> str:
-    return f"{PLAYER_PREFIX}{player_id}"
-
-
-def legacy_key(handle: int) -> str:
-    return f"{LEGACY_PREFIX}{handle}"
-
-
-# KEYS: conn, legacy, handles, player index.  ARGV: handle, player id, player name, state.
-# Returns 1 bound, 0 no such connection, -1 bound to another player.
-BIND_LUA = """
-local current = redis.call('HGET', KEYS[1], 'player')
-local exists = redis.call('EXISTS', KEYS[1]) == 1
-if not exists or not current then
-  local raw = redis.call('GET', KEYS[2])
-  if raw then
-    exists = true
-    local ok, doc = pcall(cjson.decode, raw)
-    if not current and ok and type(doc) == 'table' and type(doc['player']) == 'string' then
-      current = doc['player']
-    end
-  end
-end
-if not exists then return 0 end
-if current and current ~= ARGV[2] then return -1 end
-redis.call('HSET', KEYS[1], 'player', ARGV[2], 'player_name', ARGV[3], 'state', ARGV[4])
-redis.call('SADD', KEYS[3], ARGV[1])
-redis.call('SADD', KEYS[4], ARGV[1])
-return 1
-"""
-
-# KEYS: conn, legacy, handles.  ARGV: handle, state.  Returns 1 set, 0 no such connection.
-SET_STATE_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'state', ARGV[2])
-redis.call('SADD', KEYS[3], ARGV[1])
-return 1
-"""
-
-# KEYS: conn, meta, legacy, handles.  ARGV: handle, player index prefix, cutoff ('' = always).
-# Returns 1 removed, 0 no such connection, -1 kept because its last signal is newer than cutoff.
-REMOVE_LUA = """
-local player = redis.call('HGET', KEYS[1], 'player')
-local signal = redis.call('HGET', KEYS[1], 'last_signal')
-local legacy = redis.call('GET', KEYS[3])
-if legacy then
-  local ok, doc = pcall(cjson.decode, legacy)
-  if ok and type(doc) == 'table' then
-    if not player and type(doc['player']) == 'string' then player = doc['player'] end
-    if not signal and type(doc['metadata']) == 'table' then
-      signal = doc['metadata']['LastConnectionSignal']
-    end
-  end
-end
-if redis.call('EXISTS', KEYS[1]) == 0 and not legacy then
-  redis.call('SREM', KEYS[4], ARGV[1])
-  return 0
-end
-if ARGV[3] ~= '' and signal and tonumber(signal) and tonumber(signal) >= tonumber(ARGV[3]) then
-  return -1
-end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-redis.call('SREM', KEYS[4], ARGV[1])
-if player then redis.call('SREM', ARGV[2] .. player, ARGV[1]) end
-return 1
-"""
-
-# KEYS: conn 1, meta 1, conn 2, meta 2, ...  Returns the HGETALL replies in the same order: one
-# command per batch instead of two per connection (redis-py's per-command cost dominates).
-LOAD_LUA = """
-local out = {}
-for i = 1, #KEYS do out[i] = redis.call('HGETALL', KEYS[i]) end
-return out
-"""
-
-# KEYS: conn, meta, legacy.  ARGV: n, n field/value pairs for conn, then pairs for meta.
-# Returns 1 written, 0 the connection is gone (the write is dropped on purpose).
-WRITE_IF_LIVE_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
-local n = tonumber(ARGV[1])
-if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 2, 1 + 2 * n)) end
-if #ARGV > 1 + 2 * n then redis.call('HSET', KEYS[2], unpack(ARGV, 2 + 2 * n)) end
-return 1
-"""
-
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _float(value, default: float) -> float:
-    try:
-        return float(_text(value))
-    except (TypeError, ValueError):
-        return default
-
-
-def encode_time(value: float) -> str:
-    return f"{value:.6f}"
-
-
-def parse_legacy(handle: int, raw) -> Connection | None:
-    """Read the legacy document: `{"handle", "state", "player", "player_name", "protocol",
-    "remote_addr", "connected_at", "metadata": {"LastConnectionSignal": "<epoch>", ...}}`.
-
-    Returns None when it is not a JSON object (the migration reports such keys).
-    """
-    try:
-        doc = json.loads(_text(raw))
-    except (TypeError, ValueError):
-        return None
-    if not isinstance(doc, dict):
-        return None
-    metadata = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
-    connected_at = _float(doc.get("connected_at"), 0.0)
-    signal = _float(metadata.get(LEGACY_SIGNAL_KEY), connected_at)
-    player = doc.get("player")
-    return Connection(
-        handle=handle,
-        protocol=str(doc.get("protocol") or "telnet"),
-        remote_addr=str(doc.get("remote_addr") or ""),
-        connected_at=connected_at,
-        last_signal=signal,
-        state=str(doc.get("state") or CONNECTED),
-        player_id=str(player) if player is not None else None,
-        player_name=doc.get("player_name"),
-        metadata={
-            str(k): str(v) for k, v in metadata.items() if k != LEGACY_SIGNAL_KEY and v is not None
-        },
-    )
 
 
 def _pairs(flat: list) -> dict:
@@ -197,8 +48,7 @@ def _pairs(flat: list) -> dict:
 def from_hash(handle: int, flat_fields: list, flat_meta: list) -> Connection | None:
     """Fast path of `merge` for the hash layout alone (HGETALL replies as flat lists of bytes):
     reconciliation builds 10,000 of these, so it decodes only the values it keeps."""
-    it = iter(flat_fields)
-    fields = dict(zip(it, it, strict=True))
+    fields = _pairs(flat_fields)
     state = fields.get(b"state")
     if state is None:
         return None
@@ -225,37 +75,20 @@ def from_hash(handle: int, flat_fields: list, flat_meta: list) -> Connection | N
     )
 
 
-def merge(handle: int, fields: dict, meta: dict, legacy_raw) -> Connection | None:
-    """One connection from its hash, its metadata hash and (during a rollout) its legacy
-    document; the hashes win field by field because only the new code writes them."""
-    base = parse_legacy(handle, legacy_raw) if legacy_raw is not None else None
-    fields = {_text(k): _text(v) for k, v in fields.items()}
-    if base is None:
-        if "state" not in fields:
-            return None  # a stray set member or a half-removed connection
-        base = Connection(
-            handle=handle, protocol="", remote_addr="", connected_at=0.0, last_signal=0.0
-        )
-    if "state" in fields:
-        base.state = fields["state"]
-    if "player" in fields:
-        base.player_id = fields["player"] or None
-    if "player_name" in fields:
-        base.player_name = fields["player_name"] or None
-    if "protocol" in fields:
-        base.protocol = fields["protocol"]
-    if "remote_addr" in fields:
-        base.remote_addr = fields["remote_addr"]
-    if "connected_at" in fields:
-        base.connected_at = _float(fields["connected_at"], base.connected_at)
-    if "last_signal" in fields:
-        base.last_signal = _float(fields["last_signal"], base.last_signal)
-    base.metadata.update({_text(k): _text(v) for k, v in meta.items()})
-    return base
+# Every store, so that a forked child can drop its parent's reserved handle block.
+_stores: "weakref.WeakSet[RedisConnectionStore]" = weakref.WeakSet()
+
+
+def _reset_allocators_in_child() -> None:
+    for store in list(_stores):
+        store._reset_allocator()
+
+
+os.register_at_fork(after_in_child=_reset_allocators_in_child)
 
 
 class RedisConnectionStore:
-    """Atomic reads and writes of the layout above on one redis-py client.
+    """Atomic reads and writes of the layout on one redis-py client.
 
     Critical methods raise `StoreUnavailable` when Redis cannot be reached; `write_batch` lets
     redis errors through to the background writer, which logs and counts them.
@@ -266,11 +99,19 @@ class RedisConnectionStore:
         scan until the migration has marked the layout converted."""
         self.client = client
         self.legacy_reads = legacy_reads
-        self._load = client.register_script(LOAD_LUA)
-        self._bind = client.register_script(BIND_LUA)
-        self._set_state = client.register_script(SET_STATE_LUA)
-        self._remove = client.register_script(REMOVE_LUA)
-        self._write_if_live = client.register_script(WRITE_IF_LIVE_LUA)
+        self._load = client.register_script(scripts.LOAD)
+        self._bind = client.register_script(scripts.BIND)
+        self._set_state = client.register_script(scripts.SET_STATE)
+        self._remove = client.register_script(scripts.REMOVE)
+        self._write_if_live = client.register_script(scripts.WRITE_IF_LIVE)
+        self._create = client.register_script(scripts.CREATE)
+        self._update_metadata = client.register_script(scripts.UPDATE_METADATA)
+        self._reset_allocator()
+        _stores.add(self)
+
+    def _reset_allocator(self) -> None:
+        # A forked child must not hand out the handles its parent reserved (nor inherit a
+        # lock some parent thread held at the fork).
         self._seq_lock = threading.Lock()
         self._next_handle = 1
         self._block_end = 0
@@ -305,6 +146,39 @@ class RedisConnectionStore:
         pipe.sadd(HANDLES_KEY, conn.handle)
         self._critical(pipe.execute, "register", conn.handle)
 
+    def create(
+        self,
+        *,
+        protocol: str,
+        remote_addr: str,
+        now: float,
+        idempotency: tuple[str, str] | None = None,
+        ttl_seconds: int = 0,
+    ) -> tuple[Connection, bool]:
+        """Allocate a handle and register it in one script; returns (connection, created).
+
+        With `idempotency=(token, digest)` the handle is remembered under the token for
+        `ttl_seconds`: a retry finds it and registers that handle again if it is gone, or
+        returns the connection as stored. The same token with another digest (another request
+        body) raises `IdempotencyKeyReused` and changes nothing.
+        """
+        keys, digest = [SEQ_KEY, HANDLES_KEY], ""
+        if idempotency is not None:
+            token, digest = idempotency
+            keys.append(idem_key(token))
+        stamp = encode_time(now)
+        args = [PREFIX, max(1, int(ttl_seconds)), digest, CONNECTED, protocol, remote_addr]
+        reply = self._critical(
+            lambda: self._create(keys=keys, args=[*args, stamp, stamp]), "register", 0
+        )
+        if reply[0] == -1:
+            raise IdempotencyKeyReused()
+        handle, created, fields, meta = reply
+        conn = merge(int(handle), _pairs(fields), _pairs(meta), None)
+        if conn is None:  # only if something outside the store wrote a partial hash there
+            raise StoreUnavailable(f"connection {handle} is stored without its state")
+        return conn, bool(created)
+
     def bind(self, handle: int, *, player_id: str, player_name: str, state: str) -> int:
         """1 bound, 0 unknown handle, -1 bound to another player (atomic check and write)."""
         return self._critical(
@@ -326,6 +200,27 @@ class RedisConnectionStore:
                 handle,
             )
         )
+
+    def update_metadata(self, handle: int, cleaned: dict[str, str], *, limit: int):
+        """Merge validated metadata now (no background writer) and return the connection as
+        Redis holds it afterwards; None if it does not exist. More than `limit` keys on the
+        connection raises `MetadataTooLarge` and writes nothing."""
+        args = [limit]
+        for pair in cleaned.items():
+            args.extend(pair)
+        reply = self._critical(
+            lambda: self._update_metadata(
+                keys=[conn_key(handle), meta_key(handle), legacy_key(handle)], args=args
+            ),
+            "metadata",
+            handle,
+        )
+        if reply[0] == 0:
+            return None
+        if reply[0] == -1:
+            raise MetadataTooLarge(f"A connection holds at most {limit} keys.")
+        _, fields, meta, legacy = reply
+        return merge(handle, _pairs(fields), _pairs(meta), legacy)
 
     def remove(self, handle: int, *, idle_cutoff: float | None = None) -> int:
         """Delete a connection (and its index entries). With `idle_cutoff`, only if its stored
@@ -421,12 +316,7 @@ class RedisConnectionStore:
         return merge(handle, fields, meta, legacy)
 
     def legacy_handles(self) -> set[int]:
-        handles = set()
-        for key in self.client.scan_iter(match=LEGACY_PATTERN, count=10_000):
-            suffix = _text(key)[len(LEGACY_PREFIX) :]
-            if suffix.isdigit():
-                handles.add(int(suffix))
-        return handles
+        return set(legacy_handles(self.client, count=10_000))
 
     def load_all(self) -> tuple[list[Connection], list[int]]:
         """Every connection in Redis: SMEMBERS, then HGETALL pairs pipelined in batches.
@@ -483,6 +373,13 @@ class RedisConnectionStore:
         except redis.RedisError as exc:
             raise StoreUnavailable() from exc
 
+    def count(self) -> int:
+        """Live connections (the size of the handle set)."""
+        try:
+            return int(self.client.scard(HANDLES_KEY))
+        except redis.RedisError as exc:
+            raise StoreUnavailable() from exc
+
     def ping_ms(self) -> float:
         started = time.perf_counter()
         self.client.ping()
@@ -494,7 +391,7 @@ def delete_all(client: redis.Redis, handles: Iterable[int] = ()) -> None:
     keys = [HANDLES_KEY, SEQ_KEY]
     for handle in handles:
         keys += [conn_key(handle), meta_key(handle), legacy_key(handle)]
-    for key in client.scan_iter(match=f"{PLAYER_PREFIX}*", count=1000):
-        keys.append(key)
+    for pattern in (f"{PLAYER_PREFIX}*", f"{IDEM_PREFIX}*"):
+        keys.extend(client.scan_iter(match=pattern, count=1000))
     for start in range(0, len(keys), 1000):
         client.delete(*keys[start : start + 1000])

@@ -14,6 +14,7 @@ from django.db import connection
 from prometheus_client import REGISTRY
 
 from connections.gateway import Gateway, GatewayThread
+from connections.players import authenticate_player
 from connections.service import ConnectionService
 from connections.store import HANDLES_KEY
 from tests.connections.factories import PASSWORD, make_players
@@ -36,7 +37,8 @@ def run_gateway():
     started = []
 
     def start(service, **options):
-        thread = GatewayThread(Gateway(service, port=0, **options)).start()
+        gateway = Gateway(service, port=0, authenticate=authenticate_player, **options)
+        thread = GatewayThread(gateway).start()
         started.append(thread)
         return thread.gateway
 
@@ -232,7 +234,8 @@ def test_client_that_never_reads_is_dropped_while_others_are_served(run_gateway,
 @pytest.mark.django_db(transaction=True)
 def test_login_failures_and_shutdown(local_service):
     make_players(2)
-    thread = GatewayThread(Gateway(local_service, port=0)).start()
+    gateway = Gateway(local_service, port=0, authenticate=authenticate_player)
+    thread = GatewayThread(gateway).start()
     port = thread.gateway.port
 
     async def scenario():

@@ -6,7 +6,6 @@ import time
 import pytest
 from django.core.management import call_command
 
-from connections.migration import legacy_handles
 from connections.service import ConnectionService
 from connections.store import (
     HANDLES_KEY,
@@ -17,6 +16,7 @@ from connections.store import (
     meta_key,
     player_key,
 )
+from connections.store.legacy import legacy_handles
 
 pytestmark = pytest.mark.redis
 

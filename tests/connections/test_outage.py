@@ -6,15 +6,18 @@ import shutil
 import socket
 import subprocess
 import time
+from unittest.mock import ANY
 
 import pytest
 import redis
 from prometheus_client import REGISTRY
 
 from connections.health import check_connections
-from connections.service import ConnectionService, reset_service
+from connections.players import authenticate_player
+from connections.service import ConnectionService
 from connections.state import StoreUnavailable
 from connections.store import RedisConnectionStore, conn_key, meta_key
+from connections.web import SharedConnections, reset_connections
 
 pytestmark = [
     pytest.mark.redis,
@@ -73,6 +76,7 @@ def private_redis():
     server.start()
     yield server
     server.stop()
+    reset_connections(None)
 
 
 def failures(kind):
@@ -96,12 +100,26 @@ def background_failures():
 def test_redis_down_then_back(private_redis, caplog):
     client = redis.Redis(port=private_redis.port, socket_timeout=1, socket_connect_timeout=1)
     service = ConnectionService(store=RedisConnectionStore(client))
-    reset_service(service)  # the health check reads the process-wide service
+    web = SharedConnections(RedisConnectionStore(client))
+    reset_connections(web)  # the health check reads the web tier's store
     conn = service.register(protocol="telnet", remote_addr="10.0.0.1")
     service.bind(conn.handle, player_id="p-1", player_name="Ann")
-    assert check_connections()[0] == "ok"
+    assert check_connections() == (
+        "ok",
+        {"mode": "redis", "store_latency_ms": ANY, "connections": 1},
+    )
 
     private_redis.stop()
+
+    # The web tier has no copy to answer from: reads and writes refuse alike.
+    for call in (
+        lambda: web.lookup(conn.handle),
+        lambda: web.online(),
+        lambda: web.update_metadata(conn.handle, {"colour": "blue"}),
+        lambda: web.register(protocol="telnet", remote_addr="10.0.0.9"),
+    ):
+        with pytest.raises(StoreUnavailable):
+            call()
 
     # Critical writes refuse with the clear error, and leave the map unchanged.
     with pytest.raises(StoreUnavailable) as refused:
@@ -146,7 +164,8 @@ def test_redis_down_then_back(private_redis, caplog):
     assert client.hget(conn_key(fresh.handle), "player_name") == b"Bob"
     assert client.hgetall(meta_key(fresh.handle)) == {b"colour": b"red"}
     assert failures("metadata") == before_meta + 1  # nothing failed after the restart
-    assert check_connections()[0] == "degraded"  # background failures within the last minute
+    assert check_connections()[0] == "ok"
+    assert web.lookup(fresh.handle).metadata == {"colour": "red"}
     service.close()
 
 
@@ -161,7 +180,7 @@ def test_gateway_keeps_serving_through_an_outage(private_redis, caplog):
     make_players(2)
     client = redis.Redis(port=private_redis.port, socket_timeout=1, socket_connect_timeout=1)
     service = ConnectionService(store=RedisConnectionStore(client))
-    thread = GatewayThread(Gateway(service, port=0)).start()
+    thread = GatewayThread(Gateway(service, port=0, authenticate=authenticate_player)).start()
     port = thread.gateway.port
     before = failures("last_signal")
 

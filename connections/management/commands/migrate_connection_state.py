@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from connections import migration
+from connections.store import legacy
 
 
 class Command(BaseCommand):
@@ -38,14 +38,14 @@ class Command(BaseCommand):
         main_thread = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, request_stop) if main_thread else None
         try:
-            handles = migration.legacy_handles(client)
+            handles = legacy.legacy_handles(client)
             with tqdm(
                 total=len(handles),
                 unit="key",
                 disable=no_progress or not handles,
                 file=sys.stderr,
             ) as bar:
-                outcomes = migration.migrate(
+                outcomes = legacy.migrate(
                     client,
                     dry_run=dry_run,
                     handles=handles,
@@ -58,10 +58,10 @@ class Command(BaseCommand):
         verb = "would convert" if dry_run else "converted"
         summary = (
             f"{'dry run: ' if dry_run else ''}{len(handles)} legacy keys: "
-            f"{outcomes[migration.CONVERTED] + outcomes[migration.MERGED]} {verb} "
-            f"({outcomes[migration.MERGED]} merged into existing hashes), "
-            f"{outcomes[migration.INVALID]} invalid left in place, "
-            f"{outcomes[migration.BUSY]} busy, {outcomes[migration.GONE]} gone"
+            f"{outcomes[legacy.CONVERTED] + outcomes[legacy.MERGED]} {verb} "
+            f"({outcomes[legacy.MERGED]} merged into existing hashes), "
+            f"{outcomes[legacy.INVALID]} invalid left in place, "
+            f"{outcomes[legacy.BUSY]} busy, {outcomes[legacy.GONE]} gone"
             f"{'; stopped by SIGTERM' if outcomes['stopped'] else ''}"
         )
         self.stdout.write(summary)

@@ -1,4 +1,9 @@
-"""`manage.py run_gateway --port N [--host 127.0.0.1]`: the telnet-style connection gateway."""
+"""`manage.py run_gateway --port N [--host 127.0.0.1]`: the telnet-style connection gateway.
+
+The gateway process is the one that keeps connections in memory (`get_service()`); the players'
+logins are checked by `connections.players.authenticate_player`, handed to the gateway here so
+the gateway code knows nothing of the game.
+"""
 
 import asyncio
 import signal
@@ -7,6 +12,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from connections.gateway import Gateway
+from connections.players import authenticate_player
 from connections.service import get_service
 from connections.state import StoreUnavailable
 
@@ -39,6 +45,7 @@ class Command(BaseCommand):
         self.stdout.write(str(report))
         gateway = Gateway(
             service,
+            authenticate=authenticate_player,
             host=host,
             port=port,
             max_clients=max_clients,

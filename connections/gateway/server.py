@@ -1,15 +1,11 @@
 """The connection gateway: a line-oriented (telnet-style) asyncio TCP server for game clients.
 
-Protocol (one command per line, UTF-8, CR LF or LF):
-
-    connect <username> <password>   log in: binds this connection to the account's player
-    who                             players online with their idle time
-    help                            the commands
-    quit                            close the connection
-
-Every line refreshes the connection's last signal (a non-critical write). Registering,
-binding and disconnecting are critical writes: they run on a small thread pool (they block on
-Redis, and `authenticate()` on the database) so the event loop keeps serving other clients.
+This module owns the sockets; what a line means is `connections.gateway.commands`. It is the
+one process that keeps connections in memory (`ConnectionService`): it registers a connection
+when a socket opens and disconnects it when the socket closes. Every line refreshes the
+connection's last signal (a non-critical write). Registering, binding, disconnecting and
+authenticating run on a small thread pool (they block on Redis or the database) so the event
+loop keeps serving other clients.
 
 Defences, so one client cannot hurt the others or grow memory without bound:
 - a line longer than CONNECTIONS_MAX_LINE_BYTES closes the connection (the StreamReader limit
@@ -26,26 +22,26 @@ import contextlib
 import functools
 import logging
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import connections
 
 from connections import metrics
+from connections.gateway.commands import (
+    BANNER,
+    QUIT,
+    UNAVAILABLE,
+    Authenticate,
+    Client,
+    CommandInterpreter,
+)
 from connections.service import ConnectionService
-from connections.state import AlreadyBound, StoreUnavailable
+from connections.state import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 WRITE_HIGH_WATER = 64 * 1024
-MAX_FAILED_LOGINS = 3
-BANNER = (
-    "Welcome to Nightstorm.\r\n"
-    'Type "connect <name> <password>" to log in, "who" to see who is online, "quit" to leave.'
-)
-HELP = "Commands: connect <name> <password> | who | help | quit"
 
 
 class _Close(Exception):
@@ -60,50 +56,22 @@ class _Close(Exception):
 class _Session:
     writer: asyncio.StreamWriter
     task: asyncio.Task | None
-    handle: int | None = None
-    player_name: str | None = None
-    failed_logins: int = 0
+    client: Client = field(default_factory=Client)
     aborted: bool = False
 
 
-def format_duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m"
-    if seconds < 86400:
-        return f"{seconds // 3600}h"
-    return f"{seconds // 86400}d"
-
-
-def authenticate_player(username: str, password: str) -> tuple[str, str] | None:
-    """(player id, player name) for valid credentials of an active account with a player.
-
-    Runs on an executor thread; closes that thread's database connection afterwards so no
-    connection outlives the call (logins are rare next to lines).
-    """
-    from django.contrib.auth import authenticate
-
-    from game.models import Player
-
-    try:
-        user = authenticate(username=username, password=password)
-        if user is None or not user.is_active:
-            return None
-        row = Player.objects.filter(user=user).values_list("id", "name").first()
-        return (str(row[0]), row[1]) if row else None
-    finally:
-        connections.close_all()
-
-
 class Gateway:
-    """One listening socket and its clients, all on one event loop."""
+    """One listening socket and its clients, all on one event loop.
+
+    `authenticate(username, password) -> (player id, player name) | None` checks a login; it
+    runs on the thread pool (`run_gateway` passes `connections.players.authenticate_player`).
+    """
 
     def __init__(
         self,
         service: ConnectionService,
         *,
+        authenticate: Authenticate,
         host: str = "127.0.0.1",
         port: int = 0,
         max_clients: int | None = None,
@@ -126,6 +94,9 @@ class Gateway:
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task | None = None
         self._closing = False
+        self.commands = CommandInterpreter(
+            service, authenticate=authenticate, run_blocking=self._run
+        )
 
     @property
     def client_count(self) -> int:
@@ -187,13 +158,18 @@ class Gateway:
             conn = await self._run(
                 self.service.register, protocol="telnet", remote_addr=peer[0] if peer else ""
             )
-            session.handle = conn.handle
+            session.client.handle = conn.handle
             await self._send(session, BANNER)
             while True:
                 line = await self._read_line(reader)
-                self.service.touch(session.handle)
-                if not await self._command(session, line):
+                self.service.touch(conn.handle)
+                reply = await self.commands.execute(session.client, line)
+                if reply.text is not None:
+                    await self._send(session, reply.text)
+                if reply.close == QUIT:
                     break
+                if reply.close is not None:
+                    raise _Close(reply.close)
         except _Close as close:
             metrics.GATEWAY_DROPPED.labels(close.reason).inc()
             session.aborted = close.reason == "slow_reader"
@@ -203,7 +179,7 @@ class Gateway:
         except StoreUnavailable:
             metrics.GATEWAY_DROPPED.labels("store_unavailable").inc()
             with contextlib.suppress(Exception):
-                writer.write(b"The game is unavailable right now; try again shortly.\r\n")
+                writer.write(f"{UNAVAILABLE}\r\n".encode())
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the client went away
         finally:
@@ -213,11 +189,12 @@ class Gateway:
                 writer.transport.abort()  # a client that does not read: discard its buffer
             else:
                 writer.close()
-            if session.handle is not None:
+            handle = session.client.handle
+            if handle is not None:
                 try:
-                    await self._run(self.service.disconnect, session.handle)
+                    await self._run(self.service.disconnect, handle)
                 except StoreUnavailable:
-                    log.warning("handle %s left in Redis (store unavailable)", session.handle)
+                    log.warning("handle %s left in Redis (store unavailable)", handle)
 
     async def _read_line(self, reader) -> str:
         try:
@@ -238,76 +215,11 @@ class Gateway:
         except TimeoutError:
             raise _Close("slow_reader") from None
 
-    async def _command(self, session: _Session, line: str) -> bool:
-        word, _, rest = line.partition(" ")
-        word = word.lower()
-        if not word:
-            return True
-        if word == "quit":
-            await self._send(session, "Goodbye.")
-            return False
-        if word == "who":
-            await self._send(session, self._who())
-        elif word == "help":
-            await self._send(session, HELP)
-        elif word == "connect":
-            await self._connect(session, rest)
-        else:
-            await self._send(session, 'Huh?  (Type "help" for help.)')
-        return True
-
-    async def _connect(self, session: _Session, rest: str) -> None:
-        if session.player_name is not None:
-            await self._send(session, f"You are already connected as {session.player_name}.")
-            return
-        username, _, password = rest.strip().partition(" ")
-        if not username or not password:
-            await self._send(session, "Usage: connect <name> <password>")
-            return
-        found = await self._run(authenticate_player, username[:150], password[:128])
-        if found is None:
-            session.failed_logins += 1
-            await self._send(
-                session, "Either that player does not exist, or has a different password."
-            )
-            if session.failed_logins >= MAX_FAILED_LOGINS:
-                raise _Close("failed_logins")
-            return
-        player_id, player_name = found
-        try:
-            await self._run(
-                self.service.bind, session.handle, player_id=player_id, player_name=player_name
-            )
-        except AlreadyBound:
-            await self._send(session, "This connection is already bound to another player.")
-            return
-        except StoreUnavailable:
-            # Not logged in (the binding could not be shared); the client may try again.
-            await self._send(session, "The game is unavailable right now; try again shortly.")
-            return
-        session.player_name = player_name
-        await self._send(session, f"Connected as {player_name}.")
-
-    def _who(self) -> str:
-        now = time.time()
-        rows = sorted(
-            (c for c in self.service.online() if c.player_name),
-            key=lambda c: (c.player_name.lower(), c.handle),
-        )
-        lines = [f"{'Player Name':<24} {'On For':>7} {'Idle':>5}"]
-        lines += [
-            f"{c.player_name[:24]:<24} {format_duration(now - c.connected_at):>7} "
-            f"{format_duration(c.idle_seconds(now)):>5}"
-            for c in rows
-        ]
-        lines.append(f"{len(rows)} players logged in.")
-        return "\r\n".join(lines)
-
     async def _sweep(self) -> None:
         """Prune connections restored from Redis without a socket here once they go idle."""
         while True:
             await asyncio.sleep(self.sweep_interval)
-            keep = {s.handle for s in self._sessions.values() if s.handle is not None}
+            keep = {s.client.handle for s in self._sessions.values() if s.client.handle is not None}
             try:
                 pruned = await self._run(
                     self.service.prune_idle, idle_timeout=self.idle_timeout, keep=keep
