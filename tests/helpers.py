@@ -7,10 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 from django.db import connections
 
 
-def _closing(fn: Callable, barrier: threading.Barrier | None):
-    def run(*args):
+def _closing(fn: Callable, barrier: threading.Barrier | None, first: int):
+    def run(index, *args):
         try:
-            if barrier is not None:
+            if barrier is not None and index < first:
                 barrier.wait(timeout=30)
             return fn(*args)
         finally:
@@ -24,15 +24,15 @@ def _closing(fn: Callable, barrier: threading.Barrier | None):
 def race(fn: Callable, args_list: list[tuple], *, max_workers: int | None = None) -> list:
     """Run `fn(*args)` for every args tuple at once on threads; return results or exceptions.
 
-    All threads start together behind a barrier (when they fit in the pool) so the calls
-    really overlap.
+    The first calls (one per worker) start together behind a barrier, so the calls really
+    overlap even when there are more calls than workers; the rest follow as workers free up.
     """
-    workers = max_workers or len(args_list)
-    barrier = threading.Barrier(len(args_list)) if workers >= len(args_list) else None
-    wrapped = _closing(fn, barrier)
+    workers = min(max_workers or len(args_list), len(args_list))
+    barrier = threading.Barrier(workers) if workers > 1 else None
+    wrapped = _closing(fn, barrier, workers)
     outcomes = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(wrapped, *args) for args in args_list]
+        futures = [pool.submit(wrapped, i, *args) for i, args in enumerate(args_list)]
         for future in futures:
             try:
                 outcomes.append(future.result(timeout=120))
