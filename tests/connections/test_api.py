@@ -1,8 +1,15 @@
-"""REST surface: 201/200/204, 400 codes that change nothing, 403 for players, 404 JSON."""
+"""REST surface: 201/200/204, 400 codes that change nothing, 403 for players, 404 JSON, and
+idempotent registration across a failure between the store write and the database commit."""
+
+import contextlib
+import re
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import DatabaseError, connection
 
+from connections import api
+from connections.web import get_connections
 from tests.connections.factories import PlayerFactory
 
 pytestmark = pytest.mark.django_db
@@ -16,6 +23,15 @@ def gateway(api_client, settings):
     settings.CONNECTIONS_SERVICE_TOKEN = TOKEN
     api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
     return api_client
+
+
+@pytest.fixture
+def staff_user_client():
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_authenticate(get_user_model().objects.create_user("gm2", is_staff=True))
+    return client
 
 
 @pytest.fixture
@@ -170,3 +186,86 @@ def test_register_replays_with_an_idempotency_key(gateway, service):
     assert first.json()["handle"] == again.json()["handle"]
     assert again.headers["Idempotent-Replayed"] == "true"
     assert len(service.online(shared=True)) == 1
+
+
+# --- idempotent registration: the Redis effect is keyed too ----------------------------------
+
+REGISTRATION = {"protocol": "telnet", "remote_addr": "10.0.0.1"}
+# UPDATE … idempotencyrecord … SET … "status_code" = … WHERE: the outcome, not a claim.
+STORES_OUTCOME = re.compile(
+    r'^\s*UPDATE\s.*idempotencyrecord.*?\sSET\s(?:(?!\sWHERE\s).)*"status_code"\s*=', re.S
+)
+
+
+@contextlib.contextmanager
+def failing_outcome_write(times: int = 1):
+    """Fault injection on the database side: the statement storing the response in the
+    idempotency record fails, after the view has written to the store and before the commit."""
+    fault = {"left": times}
+
+    def fail(execute, sql, params, many, context):
+        if fault["left"] and STORES_OUTCOME.match(sql):
+            fault["left"] -= 1
+            raise DatabaseError("injected: the idempotency record could not be stored")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(fail):
+        yield fault
+
+
+def post_registration(client, key, body=REGISTRATION):
+    return client.post(URL, body, format="json", HTTP_IDEMPOTENCY_KEY=key)
+
+
+def stored_handles() -> list[int]:
+    return sorted(c.handle for c in get_connections().online())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_registration_retried_after_a_failed_commit_is_one_connection(gateway):
+    with failing_outcome_write() as fault, pytest.raises(DatabaseError):
+        post_registration(gateway, "gw-1-conn-9")
+    assert fault["left"] == 0  # the fault really hit the outcome's write
+    [handle] = stored_handles()  # the store write happened before the failed commit
+    # Meanwhile the connection is visible to everyone, and someone annotates it.
+    noted = gateway.patch(f"{URL}{handle}/metadata/", {"seen": "yes"}, format="json")
+    assert noted.status_code == 200
+
+    retry = post_registration(gateway, "gw-1-conn-9")
+    assert retry.status_code == 201 and "Idempotent-Replayed" not in retry.headers
+    assert retry.json()["handle"] == handle
+    assert retry.json()["metadata"] == {"seen": "yes"}  # returned as stored, not re-created
+    replay = post_registration(gateway, "gw-1-conn-9")
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.json()["handle"] == handle
+    assert stored_handles() == [handle]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_control_without_the_keyed_handle_a_retry_registers_twice(gateway, monkeypatch):
+    """CONTROL: the database record alone cannot cover the store's effect."""
+    monkeypatch.setattr(api, "registration_idempotency", lambda request, body: None)
+    with failing_outcome_write(), pytest.raises(DatabaseError):
+        post_registration(gateway, "gw-1-conn-10")
+    assert post_registration(gateway, "gw-1-conn-10").status_code == 201
+    assert len(stored_handles()) == 2  # the first one is an orphan
+
+
+@pytest.mark.django_db(transaction=True)
+def test_key_reused_on_another_body_after_a_failed_commit_is_refused(gateway):
+    with failing_outcome_write(), pytest.raises(DatabaseError):
+        post_registration(gateway, "gw-1-conn-11")
+    [handle] = stored_handles()
+    other = post_registration(gateway, "gw-1-conn-11", {**REGISTRATION, "remote_addr": "10.9.9.9"})
+    assert other.status_code == 422 and other.json()["code"] == "idempotency_key_reused"
+    assert stored_handles() == [handle]
+    assert get_connections().lookup(handle).remote_addr == "10.0.0.1"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_same_key_from_two_callers_is_two_registrations(gateway, staff_user_client):
+    mine = post_registration(gateway, "shared-key")
+    theirs = post_registration(staff_user_client, "shared-key")
+    assert mine.status_code == theirs.status_code == 201
+    assert mine.json()["handle"] != theirs.json()["handle"]
+    assert len(stored_handles()) == 2

@@ -286,3 +286,54 @@ def test_a_flood_of_connections_beyond_the_limit_is_refused(run_gateway, local_s
     assert "0 players logged in." in who
     assert dropped("full") == before + 350
     assert wait_for(lambda: not local_service.handles())
+
+
+def test_the_interpreter_uses_the_authenticator_it_is_given(local_service):
+    """Authentication is injected: no game, no database, no socket needed to drive it."""
+    from connections.gateway.commands import QUIT, Client, CommandInterpreter
+
+    seen = []
+
+    def authenticate(username, password):
+        seen.append((username, password))
+        return ("p-7", "Seven") if password == "right" else None
+
+    async def run_blocking(fn, *args, **kwargs):
+        return fn(*args, **kwargs)
+
+    commands = CommandInterpreter(
+        local_service, authenticate=authenticate, run_blocking=run_blocking
+    )
+    client = Client(handle=local_service.register(protocol="telnet", remote_addr="10.0.0.1").handle)
+
+    async def scenario():
+        replies = [await commands.execute(client, "connect seven wrong") for _ in range(2)]
+        replies.append(await commands.execute(client, "connect seven right"))
+        replies.append(await commands.execute(client, "who"))
+        replies.append(await commands.execute(client, "QUIT"))
+        return replies
+
+    wrong, _, ok, who, bye = asyncio.run(scenario())
+    assert "different password" in wrong.text and wrong.close is None
+    assert ok.text == "Connected as Seven." and client.player_name == "Seven"
+    assert local_service.get(client.handle).player_id == "p-7"
+    assert "Seven" in who.text and "1 players logged in." in who.text
+    assert bye.close == QUIT
+    assert seen == [("seven", "wrong")] * 2 + [("seven", "right")]
+
+
+def test_gateway_code_does_not_import_the_game():
+    import ast
+    from pathlib import Path
+
+    import connections.gateway
+
+    for path in Path(connections.gateway.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            assert not any(n == "game" or n.startswith("game.") for n in names), path
