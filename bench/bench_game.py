@@ -209,7 +209,7 @@ def _raw_turns(world: World, parallelism: int, batch: int) -> float:
 
 
 def bench_turns(world: World) -> list[Row]:
-    from game.combat_turns import process_active_combats
+    from game.storms.orchestrator import process_active_combats
 
     parallelism = settings.NIGHTSTORM_COMBAT_PARALLELISM
     rows = []
@@ -326,7 +326,7 @@ def _free_port() -> int:
 def bench_http_registration(world: World) -> list[Row]:
     from rest_framework.authtoken.models import Token
 
-    from game import nightstorms
+    from game.storms import events as nightstorms
 
     tokens = Token.objects.bulk_create(
         [Token(user_id=p.user_id, key=Token.generate_key()) for p in world.contenders]

@@ -11,7 +11,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count
 
-from game import gold, nightstorm_schedules, nightstorms, storm_tasks
+from game import gold
 from game import selectors as storm_selectors
 from game.models import (
     Combat,
@@ -23,6 +23,9 @@ from game.models import (
     Reward,
     Zone,
 )
+from game.storms import events as nightstorms
+from game.storms import firing as storm_tasks
+from game.storms import schedules as nightstorm_schedules
 from nightstorm import outbox
 from nightstorm.admin import ReadOnlyModelAdmin, VersionedAdminForm, VersionedModelAdmin
 from nightstorm.models import OutboxJob

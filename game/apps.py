@@ -18,10 +18,10 @@ def check_schedules_on_cluster_start(sender, proc_name=None, **kwargs):
     """
     import logging
 
-    from game import nightstorm_schedules
+    from game.storms import schedules
 
     try:
-        report = nightstorm_schedules.check_schedules_quietly()
+        report = schedules.check_schedules_quietly()
     except Exception:
         logging.getLogger(__name__).exception("schedule check at cluster start failed")
         return
@@ -33,14 +33,17 @@ class GameConfig(AppConfig):
     verbose_name = "Game world"
 
     def ready(self):
+        from django.db.models.signals import post_migrate
         from django_q.signals import post_spawn
 
         from game import rewards  # noqa: F401  (registers the reward payout handler)
-        from game.nightstorm_schedules import health_check as check_nightstorm_schedules
-        from game.schedules import GAME_SCHEDULES
+        from game.schedules import GAME_SCHEDULES, retire_after_migrate
+        from game.storms.health import check_orchestrators, check_scheduler
         from nightstorm import health, schedules
 
         schedules.register(GAME_SCHEDULES)
+        post_migrate.connect(retire_after_migrate, sender=self, dispatch_uid="game.retire")
         post_spawn.connect(check_schedules_on_cluster_start, dispatch_uid="game.schedule_check")
         health.register("game_world", check_world)
-        health.register("scheduler", check_nightstorm_schedules)
+        health.register("scheduler", check_scheduler)
+        health.register("orchestrator", check_orchestrators)

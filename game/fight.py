@@ -2,7 +2,8 @@
 
 Randomness comes from a generator seeded by (combat id, turn), so resolving the same turn from
 the same state always gives the same result: a turn replayed after a crash, or recomputed in a
-test, is identical. No database access here; `game.combat_turns` loads and saves the state.
+test, is identical. No database access here; `game.storms.orchestrator` loads and saves the
+state.
 """
 
 import random

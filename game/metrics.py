@@ -17,6 +17,12 @@ TICK_SECONDS = Histogram(
     "Duration of one orchestrator tick over all due combats.",
     buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+TICK_LATENESS = Histogram(
+    "nightstorm_tick_lateness_seconds",
+    "How late each combat turn ran relative to when it was due (ran at - next_turn_at, "
+    "clipped at 0).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
 TURN_FAILURES = Counter(
     "nightstorm_game_combat_turn_failures_total", "Combat turns that failed and were rolled back."
 )

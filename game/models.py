@@ -426,3 +426,32 @@ class GoldEntry(models.Model):
 
     def delete(self, *args, **kwargs):
         raise GoldLedgerIsAppendOnly()
+
+
+class CombatTurn(models.Model):
+    """One resolved turn of a combat: when it was due, when it ran, the boss's hp after it.
+
+    Written by the orchestrator in the transaction that resolves the turn (one INSERT per
+    batch). Unique (combat, turn): a turn applied twice cannot commit. It is the turn-by-turn
+    log of a fight, and the proof that turns run one tick apart (`ran_at - due_at` is the
+    turn's lateness).
+    """
+
+    combat = models.ForeignKey(Combat, on_delete=models.CASCADE, related_name="turns")
+    turn = models.PositiveIntegerField()
+    due_at = models.DateTimeField()
+    ran_at = models.DateTimeField()
+    boss_hp = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["combat", "turn"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["combat", "turn"],
+                name="%(app_label)s_%(class)s_once_per_turn",
+                violation_error_message="This combat already has this turn.",
+            )
+        ]
+
+    def __str__(self):
+        return f"turn {self.turn} of {self.combat_id}"

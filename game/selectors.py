@@ -8,7 +8,7 @@ from game.models import Combat, NightstormEvent, Zone
 
 def zones_with_next_nightstorm() -> list[Zone]:
     """All zones, each with `next_nightstorm_at` from its django-q2 schedule (None if none)."""
-    from game.nightstorm_schedules import zone_schedules
+    from game.storms.schedules import zone_schedules
 
     schedules = zone_schedules()
     zones = list(Zone.objects.order_by("code"))
@@ -25,7 +25,7 @@ def zone_storm_annotations() -> dict:
     from django.db.models.functions import Concat
     from django_q.models import Schedule, Task
 
-    from game.nightstorm_schedules import PREFIX
+    from game.storms.schedules import PREFIX
 
     def zone_schedule(code):
         return Schedule.objects.filter(name=Concat(Value(PREFIX), code))

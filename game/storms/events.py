@@ -213,23 +213,10 @@ def finish_combat(*, combat_id, outcome: str, now: datetime | None = None) -> st
     return status
 
 
-def participant_counts(combat_ids) -> dict:
-    """Seats taken per combat, in one query."""
-    from django.db.models import Count
-
-    rows = (
-        Registration.objects.filter(combat_id__in=list(combat_ids))
-        .values("combat_id")
-        .annotate(n=Count("id"))
-    )
-    return {row["combat_id"]: row["n"] for row in rows}
-
-
 __all__ = [
     "cancel_combat",
     "finish_combat",
     "open_nightstorm",
-    "participant_counts",
     "settle_events",
     "start_combat",
     "start_due_events",

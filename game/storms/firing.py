@@ -1,8 +1,10 @@
-"""django-q2 entry points of the Nightstorm schedules. Each tolerates running twice.
+"""A zone fires a storm: the django-q2 entry points of the Nightstorm schedules. Each
+tolerates running twice.
 
 Delivery is at least once (a redelivered task, two clusters, a manual trigger): the event is
 keyed by (zone, slot) and `open_nightstorm` is a get-or-create on that key, so a second run of
-the same slot finds the first one's event.
+the same slot finds the first one's event. What follows the opening (registration closes,
+combats start and advance, rewards) is the orchestrator's (`game.storms.orchestrator`).
 """
 
 import logging
@@ -12,9 +14,9 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from prometheus_client import Counter
 
-from game import nightstorm_schedules
 from game.models import Zone
-from game.nightstorms import open_nightstorm
+from game.storms import health, schedules
+from game.storms.events import open_nightstorm
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,7 @@ def coalesce(due: datetime, now: datetime) -> tuple[datetime, int]:
     Returns that slot and how many earlier slots were skipped. django-q2 (with catch_up off)
     moves the schedule's next run past `now` on the same phase.
     """
-    step = nightstorm_schedules.interval()
+    step = schedules.interval()
     missed = max(0, int((now - due) // step))
     return due + missed * step, missed
 
@@ -68,5 +70,12 @@ def trigger_now(zone_code: str) -> str:
 
 
 def watchdog() -> str:
-    """Periodic safety net: the same check the cluster runs at start."""
-    return nightstorm_schedules.check_schedules_quietly().summary()
+    """Periodic safety net: the same schedule check the cluster runs at start, and a look at
+    the orchestrators' heartbeats (a missing orchestrator is logged; stale beats pruned)."""
+    summary = schedules.check_schedules_quietly().summary()
+    health.prune_stale_orchestrators()
+    state, details = health.check_orchestrators()
+    if state != health.OK:
+        log.warning("combat orchestrator: %s", details["reason"])
+        summary += f"; orchestrator: {details['reason']}"
+    return summary

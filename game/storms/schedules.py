@@ -1,12 +1,14 @@
 """Every zone's Nightstorm schedule: exactly one, correct, staggered — checked and healed.
 
 Each zone has one django-q2 `Schedule` named `nightstorm:<zone code>` that calls
-`game.storm_tasks.fire_nightstorm('<code>', scheduled_at=<its due time>)` every
+`game.storms.firing.fire_nightstorm('<code>', scheduled_at=<its due time>)` every
 NIGHTSTORM_INTERVAL_MINUTES. `check_schedules()` runs when the task cluster starts (a worker's
-`post_spawn`), after `migrate`, from a watchdog schedule every few minutes and on demand
-(`manage.py ensure_schedules`). It creates missing schedules, repairs wrong ones (function,
-arguments, interval, repeats, a missing next run), and deletes orphans (a zone's schedule whose
-zone is gone, or any other schedule calling the Nightstorm job).
+`post_spawn`), from a watchdog schedule every few minutes and on demand (`manage.py
+ensure_schedules`). It creates missing schedules, repairs wrong ones (function — a row still
+naming a function path from before a module move is rewritten —, arguments, interval, repeats,
+a missing next run), and deletes orphans (a zone's schedule whose zone is gone, or any other
+schedule calling the Nightstorm job). It also keeps the game's declared recurring schedules
+(`game.schedules`) as declared and deletes `game:` schedules no longer declared.
 
 Why it cannot create duplicates: schedule names are unique in the database (the platform's
 migration adds the index django-q2 lacks), and the whole check runs under a distributed lock,
@@ -26,6 +28,7 @@ from django.db import transaction
 from django.utils import timezone
 from django_q.models import Schedule
 
+from game import schedules as game_schedules
 from game.models import Zone
 from nightstorm.errors import LockUnavailable
 from nightstorm.locks import check_fence, distributed_lock
@@ -34,7 +37,9 @@ from nightstorm.models import StatusReport
 log = logging.getLogger(__name__)
 
 PREFIX = "nightstorm:"
-FUNC = "game.storm_tasks.fire_nightstorm"
+FUNC = "game.storms.firing.fire_nightstorm"
+# Where the job lived before: rows still naming it are repaired (or deleted as strays).
+LEGACY_FUNCS = ("game.storm_tasks.fire_nightstorm",)
 SLOT_KWARG = "scheduled_at"
 LOCK_KEY = "game:schedules:check"
 REPORT_NAME = "nightstorm-schedules"
@@ -81,24 +86,33 @@ class CheckReport:
     deleted: list[str] = field(default_factory=list)
     ok: int = 0
     skipped: bool = False
+    game: list[str] = field(default_factory=list)  # changes to the game's own schedules
 
     @property
     def changed(self) -> bool:
-        return bool(self.created or self.repaired or self.deleted)
+        return bool(self.created or self.repaired or self.deleted or self.game)
+
+    @property
+    def changes(self) -> list[str]:
+        return self.created + self.repaired + self.deleted + self.game
 
     def summary(self) -> str:
         if self.skipped:
             return "schedules: another process is checking them; skipped"
-        return (
+        line = (
             f"schedules: {len(self.created)} created, {len(self.repaired)} repaired, "
             f"{len(self.deleted)} orphans deleted, {self.ok} already right"
         )
+        if self.game:
+            line += f"; game schedules: {', '.join(self.game)}"
+        return line
 
     def as_dict(self) -> dict:
         return {
             "created": self.created,
             "repaired": self.repaired,
             "deleted": self.deleted,
+            "game": self.game,
             "ok": self.ok,
             "skipped": self.skipped,
             "checked_at": timezone.now().isoformat(),
@@ -120,7 +134,7 @@ def check_schedules(*, wait: float = 30.0) -> CheckReport:
     with distributed_lock(LOCK_KEY, ttl=120, wait=wait) as lease:
         report = _check(lease.fence)
     _remember(report)
-    for line in report.created + report.repaired + report.deleted:
+    for line in report.changes:
         log.debug("schedule check: %s", line)
     if report.changed:
         log.info(report.summary())
@@ -144,7 +158,9 @@ def _check(fence: int) -> CheckReport:
         # one: the fence refuses its token and the transaction rolls back.
         check_fence(LOCK_KEY, fence)
         orphans = Schedule.objects.filter(name__startswith=PREFIX).exclude(name__in=wanted_names)
-        strays = Schedule.objects.filter(func=FUNC).exclude(name__in=wanted_names)
+        strays = Schedule.objects.filter(func__in=[FUNC, *LEGACY_FUNCS]).exclude(
+            name__in=wanted_names
+        )
         for row in (orphans | strays).distinct():
             report.deleted.append(f"{row.name or row.pk}: deleted (no such zone)")
             row.delete()
@@ -170,6 +186,12 @@ def _check(fence: int) -> CheckReport:
                 row.next_run = next_slot(index, len(zones))
             row.save()
             report.repaired.append(f"{name}: repaired {', '.join(diffs)}")
+
+        # The game's own recurring schedules: declared ones as declared (a function path
+        # from before a module move is rewritten), retired ones (game:combat_tick) deleted.
+        for name, outcome in game_schedules.keep_declared().items():
+            why = " (no longer declared)" if outcome == "deleted" else ""
+            report.game.append(f"{name}: {outcome}{why}")
     return report
 
 
@@ -216,18 +238,3 @@ def problems(now: datetime | None = None) -> list[str]:
     if wrong:
         found.append(f"{len(wrong)} schedule(s) misconfigured: {', '.join(wrong[:10])}")
     return found
-
-
-def health_check() -> tuple[str, dict]:
-    """`/health/`'s scheduler check: every zone scheduled, none overdue, cluster alive."""
-    from nightstorm.health import check_task_cluster
-
-    found = problems()
-    cluster_state, cluster = check_task_cluster()
-    details = {"zones_scheduled": len(zone_schedules()), "problems": found}
-    if cluster_state != "ok":
-        found = [*found, f"task cluster: {cluster.get('reason', cluster_state)}"]
-        details["problems"] = found
-    if any("without a schedule" in p for p in found) or cluster_state != "ok":
-        return "down", details
-    return ("degraded" if found else "ok"), details

@@ -9,8 +9,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
 from django.utils import timezone
 
-from game import nightstorms
 from game.models import Combat, NightstormEvent, Player, Registration, Route, Zone
+from game.storms import events as nightstorms
 
 _seq = itertools.count()
 

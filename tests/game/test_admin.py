@@ -4,8 +4,9 @@ of a versioned row is refused."""
 import pytest
 from django.contrib.auth import get_user_model
 
-from game import nightstorms, registration, rewards
+from game import registration, rewards
 from game.models import Combat, Player, Reward
+from game.storms import events as nightstorms
 from nightstorm import outbox
 from nightstorm.models import OutboxJob
 from tests.game.factories import ZoneFactory, make_event, make_players, make_running_combats

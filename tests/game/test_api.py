@@ -11,8 +11,9 @@ from django.utils import timezone
 from django_q.models import Schedule
 from rest_framework.authtoken.models import Token
 
-from game import nightstorms, registration
+from game import registration
 from game.models import Combat, Journey, Player
+from game.storms import events as nightstorms
 from tests.game.factories import ZoneFactory, make_event, make_players
 
 pytestmark = pytest.mark.django_db

@@ -6,12 +6,25 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from game import combat_turns, fight, nightstorms, registration
-from game.combat_turns import period_end, process_active_combats
-from game.models import Combat, NightstormEvent, Registration, Reward
-from nightstorm.models import OutboxJob
+from game import fight, registration
+from game.models import Combat, CombatTurn, NightstormEvent, Registration, Reward
+from game.storms import events as nightstorms
+from game.storms import orchestrator
+from game.storms.orchestrator import Orchestrator, period_end, process_active_combats
+from nightstorm.models import Heartbeat, OutboxJob
 from tests.game.factories import ZoneFactory, make_event, make_players, make_running_combats
+from tests.game.turnlog import check_turn_log
 from tests.helpers import race
+
+
+def naive_claim(ids, now):
+    """The turn claim without its guard: no row lock (so no SKIP LOCKED) and no re-check that
+    the combat is still due. Only the tests use it, to show what the guard prevents."""
+    return list(
+        Combat.objects.filter(pk__in=ids, status=Combat.Status.RUNNING)
+        .select_related("zone")
+        .order_by("pk")
+    )
 
 
 def test_a_replayed_turn_gives_the_same_result():
@@ -72,7 +85,9 @@ def test_one_turn_per_tick_period():
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("batch_size", [1, 25])
-def test_two_orchestrators_advance_each_combat_once_per_tick(naive, batch_size):
+def test_two_orchestrators_advance_each_combat_once_per_tick(naive, batch_size, monkeypatch):
+    if naive:
+        monkeypatch.setattr(orchestrator, "_claim", naive_claim)
     combats = make_running_combats(40, seats=3)
     ids = [c.pk for c in combats]
     t = period_end(timezone.now())
@@ -86,6 +101,103 @@ def test_two_orchestrators_advance_each_combat_once_per_tick(naive, batch_size):
         turns = Counter(Combat.objects.filter(pk__in=ids).values_list("turn", flat=True))
         assert turns == {tick: 40}, turns
         t = period_end(t)
+    check = check_turn_log(ids, period=orchestrator.tick_seconds())
+    assert check.turns == 120 and not check.problems, check.problems[:5]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_without_the_guard_two_orchestrators_double_turns(monkeypatch):
+    """The control: the same race with the test-local naive claim advances combats twice in
+    one tick (the unique turn log refuses a turn number twice, so the loser's replay moves on
+    to the next turn), and the turn-log check sees it."""
+    monkeypatch.setattr(orchestrator, "_claim", naive_claim)
+    combats = make_running_combats(40, seats=3)
+    ids = [c.pk for c in combats]
+    t = period_end(timezone.now())
+    reports = race(
+        lambda now: process_active_combats(now=now, parallelism=2, batch_size=25), [(t,), (t,)]
+    )
+    advanced = sum(r.advanced for r in reports if not isinstance(r, Exception))
+    assert advanced > 40, [r if isinstance(r, Exception) else r.advanced for r in reports]
+    check = check_turn_log(ids, period=orchestrator.tick_seconds())
+    assert check.doubled, check.problems
+
+
+@pytest.mark.django_db
+def test_every_turn_is_logged_with_its_due_and_run_times(settings):
+    settings.NIGHTSTORM_COMBAT_TICK_SECONDS = 5
+    (combat,) = make_running_combats(1, seats=2)
+    first_due = Combat.objects.get(pk=combat.pk).next_turn_at
+    t = period_end(timezone.now())
+    process_active_combats(now=t)
+    process_active_combats(now=t + timedelta(seconds=2))  # same period: no turn
+    process_active_combats(now=period_end(t) + timedelta(seconds=1))
+    rows = list(CombatTurn.objects.filter(combat=combat).order_by("turn"))
+    assert [r.turn for r in rows] == [1, 2]
+    assert rows[0].due_at == first_due and rows[0].ran_at == t
+    assert rows[1].due_at == period_end(t)  # due at the end of the period turn 1 ran in
+    assert rows[1].ran_at == period_end(t) + timedelta(seconds=1)
+    combat.refresh_from_db()
+    assert rows[1].boss_hp == combat.boss_hp < combat.boss_max_hp
+    assert combat.next_turn_at == period_end(rows[1].ran_at)
+
+
+@pytest.mark.django_db
+def test_the_lateness_of_every_turn_is_measured():
+    from prometheus_client import REGISTRY
+
+    def observed():
+        return REGISTRY.get_sample_value("nightstorm_tick_lateness_seconds_count") or 0
+
+    def late_sum():
+        return REGISTRY.get_sample_value("nightstorm_tick_lateness_seconds_sum") or 0
+
+    combats = make_running_combats(3, seats=1)
+    Combat.objects.filter(pk__in=[c.pk for c in combats]).update(
+        next_turn_at=timezone.now() - timedelta(seconds=7)
+    )
+    count, total = observed(), late_sum()
+    report = process_active_combats()
+    assert report.advanced == 3
+    assert observed() - count == 3
+    assert 21 <= late_sum() - total < 25
+    assert 7 <= report.lateness_max < 8
+
+
+@pytest.mark.django_db
+def test_the_orchestrator_beats_while_it_runs_and_retires_on_the_way_out(settings):
+    settings.NIGHTSTORM_COMBAT_TICK_SECONDS = 1
+    make_running_combats(2, seats=1)
+    beats = []
+    runner = Orchestrator(name="orchestrator:test:1")
+
+    def on_tick(report):
+        beats.append(Heartbeat.objects.get(name=runner.name).beat_at)
+
+    summary = runner.run(ticks=2, on_tick=on_tick)
+    assert (summary.ticks, summary.errors, summary.advanced) == (2, 0, 4)
+    assert len(beats) == 2 and beats[0] < beats[1]
+    assert not Heartbeat.objects.filter(name=runner.name).exists()
+    assert "2 tick(s), 4 turn(s) advanced" in summary.line()
+
+
+@pytest.mark.django_db
+def test_a_failing_tick_is_counted_and_the_loop_goes_on(settings, monkeypatch):
+    settings.NIGHTSTORM_COMBAT_TICK_SECONDS = 1
+    calls = []
+    real = orchestrator.process_active_combats
+
+    def flaky(**kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("database away")
+        return real(**kwargs)
+
+    monkeypatch.setattr(orchestrator, "process_active_combats", flaky)
+    make_running_combats(1, seats=1)
+    summary = Orchestrator().run(ticks=2)
+    assert (summary.errors, summary.ticks, summary.advanced) == (1, 1, 1)
 
 
 @pytest.mark.django_db
@@ -173,8 +285,8 @@ def test_due_events_start_from_the_tick():
     registration.register(player_id=player.pk, combat_id=event.combats.first().pk)
     assert nightstorms.start_due_events() == 1
     assert Combat.objects.filter(event=event, status="running").count() == 1
-    reports = combat_turns.run_ticks(ticks=1)
-    assert len(reports) == 1
+    summary = Orchestrator().run(ticks=1)
+    assert (summary.ticks, summary.advanced) == (1, 1)
 
 
 @pytest.mark.postgres

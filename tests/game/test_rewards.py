@@ -3,8 +3,9 @@
 import pytest
 from django.utils import timezone
 
-from game import nightstorms, registration, rewards
+from game import registration, rewards
 from game.models import Player, Reward
+from game.storms import events as nightstorms
 from nightstorm import outbox
 from nightstorm.models import OutboxJob
 from tests.game.factories import ZoneFactory, make_event, make_players

@@ -5,8 +5,8 @@ from django.core.management import call_command
 from django.db import connection
 from django_q.models import Schedule
 
-from game import nightstorm_schedules as ns
 from game.models import Zone
+from game.storms import schedules as ns
 from tests.helpers import race
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -181,3 +181,20 @@ def test_a_checker_whose_lease_was_taken_over_writes_nothing(world):
     with pytest.raises(StaleFencingToken):
         ns.check_schedules()
     assert zone_rows().count() == 0
+
+
+def test_rows_naming_the_job_by_its_old_path_are_rewritten(world):
+    """The job moved (game.storm_tasks -> game.storms.firing): django-q2 rows store the dotted
+    path, so a database from before the move is healed by the check."""
+    ns.check_schedules()
+    zone_rows().update(func=ns.LEGACY_FUNCS[0])
+    Schedule.objects.create(
+        name="hand-made-old", func=ns.LEGACY_FUNCS[0], args="'X'", minutes=5, schedule_type="I"
+    )
+    report = ns.check_schedules()
+    assert len(report.repaired) == 81
+    assert all(line.endswith("repaired func") for line in report.repaired)
+    assert report.deleted == ["hand-made-old: deleted (no such zone)"]
+    assert_all_correct()
+    assert not Schedule.objects.filter(func__in=ns.LEGACY_FUNCS).exists()
+    assert not ns.check_schedules().changed

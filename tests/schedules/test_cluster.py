@@ -15,8 +15,8 @@ from django.db import connection
 from django.utils import timezone
 from django_q.models import Schedule
 
-from game import nightstorm_schedules as ns
 from game.models import NightstormEvent, Zone
+from game.storms import schedules as ns
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,9 +7,9 @@ from django.core.management import call_command
 from django.utils import timezone
 from django_q.models import Schedule
 
-from game import nightstorm_schedules as ns
 from game.models import NightstormEvent, Zone
-from game.storm_tasks import coalesce, fire_nightstorm
+from game.storms import schedules as ns
+from game.storms.firing import coalesce, fire_nightstorm
 from tests.helpers import race
 
 

@@ -1,8 +1,9 @@
-"""`manage.py ensure_schedules`: one correct Nightstorm schedule per zone, no orphans."""
+"""`manage.py ensure_schedules`: one correct Nightstorm schedule per zone, no orphans; the
+game's recurring schedules as declared, retired ones deleted."""
 
 from django.core.management.base import BaseCommand, CommandError
 
-from game import nightstorm_schedules
+from game.storms import schedules
 from nightstorm.errors import LockUnavailable
 
 
@@ -19,11 +20,11 @@ class Command(BaseCommand):
 
     def handle(self, *args, wait, **options):
         try:
-            report = nightstorm_schedules.check_schedules(wait=wait)
+            report = schedules.check_schedules(wait=wait)
         except LockUnavailable as exc:
             raise CommandError(str(exc)) from exc
-        for line in report.created + report.repaired + report.deleted:
+        for line in report.changes:
             self.stdout.write(f"  {line}")
         self.stdout.write(report.summary())
-        for problem in nightstorm_schedules.problems():
+        for problem in schedules.problems():
             self.stdout.write(self.style.WARNING(f"  still wrong: {problem}"))

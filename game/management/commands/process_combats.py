@@ -1,51 +1,37 @@
-"""`manage.py process_combats [--loop] [--ticks N]`: run the combat orchestrator."""
+"""`manage.py process_combats`: one orchestrator tick now (`--loop`/`--ticks N`: the
+orchestrator, as `manage.py run_orchestrator`)."""
 
-import signal
-import threading
-
+from django.core.management import call_command
 from django.core.management.base import BaseCommand
-from tqdm import tqdm
 
-from game.combat_turns import process_active_combats, run_ticks
-from game.nightstorms import start_due_events
+from game.storms.events import start_due_events
+from game.storms.orchestrator import RunSummary, process_active_combats
 
 
 class Command(BaseCommand):
     help = (
-        "Advance every running combat whose turn is due by one turn (and start events whose "
-        "registration closed). --loop keeps ticking every NIGHTSTORM_COMBAT_TICK_SECONDS until "
-        "SIGTERM/SIGINT; --ticks N stops after N ticks. Safe beside other orchestrators."
+        "Start events whose registration closed and advance every running combat whose turn "
+        "is due by one turn, once. --loop runs the orchestrator (manage.py run_orchestrator) "
+        "until SIGTERM/SIGINT; --ticks N stops it after N ticks. Safe beside orchestrators."
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--loop", action="store_true", help="tick until stopped")
-        parser.add_argument("--ticks", type=int, default=None, help="stop after N ticks")
+        parser.add_argument("--loop", action="store_true", help="run_orchestrator")
+        parser.add_argument("--ticks", type=int, default=None, help="run_orchestrator --ticks N")
         parser.add_argument("--parallelism", type=int, default=None, help="worker threads")
 
     def handle(self, *args, loop=False, ticks=None, parallelism=None, **options):
-        if not loop and not ticks:
-            start_due_events()
-            report = process_active_combats(parallelism=parallelism)
-            reports = [report]
-        else:
-            stop = threading.Event()
-
-            def on_signal(signum, frame):
-                stop.set()  # finish the tick in progress, then leave
-
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, on_signal)
-            bar = tqdm(total=ticks, unit="tick", disable=not self.stdout.isatty())
-
-            def on_tick(r):
-                bar.update(1)
-                bar.set_postfix(advanced=r.advanced, finished=r.finished, failed=r.failed)
-
-            reports = run_ticks(ticks=ticks, stop=stop, on_tick=on_tick)
-            bar.close()
-        self.stdout.write(
-            f"process_combats: {len(reports)} tick(s), "
-            f"{sum(r.advanced for r in reports)} turn(s) advanced, "
-            f"{sum(r.finished for r in reports)} combat(s) finished, "
-            f"{sum(r.failed for r in reports)} failed"
-        )
+        if loop or ticks:
+            call_command(
+                "run_orchestrator",
+                ticks=ticks,
+                parallelism=parallelism,
+                stdout=self.stdout,
+                verbosity=options.get("verbosity", 1),
+            )
+            return
+        summary = RunSummary(events_started=0)
+        started = start_due_events()
+        summary.add(process_active_combats(parallelism=parallelism))
+        summary.events_started = started
+        self.stdout.write(f"process_combats: {summary.line()}")

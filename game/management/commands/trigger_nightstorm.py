@@ -3,7 +3,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from game.models import NightstormEvent, Zone
-from game.storm_tasks import trigger_now
+from game.storms.firing import trigger_now
 
 
 class Command(BaseCommand):
