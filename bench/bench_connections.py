@@ -1,5 +1,6 @@
-"""Connection store: hash writes beside the legacy JSON read-modify-write, critical
-registrations beside a raw pipeline, reconciliation of 10,000 connections beside raw HGETALLs.
+"""Connection store: hash writes beside the legacy JSON read-modify-write (the gateway's
+written-behind path and the web tier's synchronous one), registrations beside a raw pipeline,
+reconciliation of 10,000 connections beside raw HGETALLs.
 
 Uses the Redis of REDIS_URL (a database of its own: the benchmark empties it before and after).
 """
@@ -101,6 +102,7 @@ def run() -> list[Row]:
         meta_key,
         player_key,
     )
+    from connections.web import SharedConnections
 
     if not settings.REDIS_URL:
         raise RuntimeError("bench_connections needs REDIS_URL")
@@ -110,6 +112,7 @@ def run() -> list[Row]:
     try:
         store = RedisConnectionStore(client)
         service = ConnectionService(store=store)
+        web = SharedConnections(RedisConnectionStore(client))
 
         # --- metadata update: hash path beside the JSON read-modify-write -------------------
         conn = service.register(protocol="telnet", remote_addr="203.0.113.17")
@@ -125,12 +128,16 @@ def run() -> list[Row]:
         def caller_update():
             service.update_metadata(conn.handle, {"client": f"v{next(counter)}"})
 
-        # Interleaved rounds, so a noisy neighbour slows both paths alike.
-        hash_ms, json_ms, caller_ms = [], [], []
+        def web_update():
+            web.update_metadata(conn.handle, {"client": f"v{next(counter)}"})
+
+        # Interleaved rounds, so a noisy neighbour slows every path alike.
+        hash_ms, json_ms, caller_ms, web_ms = [], [], [], []
         for _ in range(6):
             hash_ms += latencies_ms(hash_write, SAMPLES // 6)
             json_ms += latencies_ms(json_write, SAMPLES // 6)
             caller_ms += latencies_ms(caller_update, SAMPLES // 6)
+            web_ms += latencies_ms(web_update, SAMPLES // 6)
         service.flush()
         hash_bytes = len(f"client v{SAMPLES}") + 40
         json_bytes = len(client.get(legacy_key(999_999_999))) * 2
@@ -167,6 +174,23 @@ def run() -> list[Row]:
                 percentile(caller_ms, 99),
                 percentile(json_ms, 99),
                 goal=5.0,
+                higher_is_better=False,
+            ),
+            Row(
+                "connections: web metadata PATCH p50, check+HSET+read back in one script",
+                "ms",
+                statistics.median(web_ms),
+                statistics.median(json_ms),
+                goal=1.0,
+                higher_is_better=False,
+                note="SharedConnections.update_metadata: synchronous, answers what Redis holds",
+            ),
+            Row(
+                "connections: web metadata PATCH p99, check+HSET+read back in one script",
+                "ms",
+                percentile(web_ms, 99),
+                percentile(json_ms, 99),
+                goal=1.0,
                 higher_is_better=False,
             ),
         ]
@@ -227,6 +251,9 @@ def run() -> list[Row]:
         def ours_register():
             service.register(protocol="telnet", remote_addr="203.0.113.17")
 
+        def web_register():
+            web.register(protocol="telnet", remote_addr="203.0.113.17")
+
         def raw_register():
             handle = next(raw_handles)
             now = encode_time(time.time())
@@ -244,12 +271,13 @@ def run() -> list[Row]:
             pipe.sadd(HANDLES_KEY, handle)
             pipe.execute()
 
-        ours_rates, raw_rates = [], []
+        ours_rates, web_rates, raw_rates = [], [], []
         for _ in range(4):  # interleaved rounds; best of each
             ours_rates.append(rate(ours_register, seconds=0.5))
+            web_rates.append(rate(web_register, seconds=0.5))
             raw_rates.append(rate(raw_register, seconds=0.5))
-        ours_rate, raw_rate = max(ours_rates), max(raw_rates)
-        rows.append(
+        ours_rate, web_rate, raw_rate = max(ours_rates), max(web_rates), max(raw_rates)
+        rows += [
             Row(
                 "connections: registrations/s, one thread (MULTI HSET+SADD before returning)",
                 "ops/s",
@@ -258,8 +286,17 @@ def run() -> list[Row]:
                 goal=10_000,
                 goal_is_absolute=True,
                 note="ratio = ConnectionService.register / raw redis-py pipeline",
-            )
-        )
+            ),
+            Row(
+                "connections: web registrations/s, one thread (INCR+HSET+SADD in one script)",
+                "ops/s",
+                web_rate,
+                raw_rate,
+                goal=5_000,
+                goal_is_absolute=True,
+                note="SharedConnections.register: allocates in Redis, answers what it stored",
+            ),
+        ]
         service.close()
         client.flushdb()
 
