@@ -83,8 +83,8 @@ class ReconcileReport:
 
 
 class ConnectionService:
-    """Connection state for one process. Thread-safe: the gateway's event loop, its executor
-    threads and web request threads may share one instance."""
+    """The connections one process holds (the gateway's, or every one in embedded mode).
+    Thread-safe: the gateway's event loop and its executor threads share one instance."""
 
     def __init__(self, *, store: RedisConnectionStore | None = None, queue_size: int | None = None):
         self.store = store
@@ -96,8 +96,8 @@ class ConnectionService:
         self._conns: dict[int, Connection] = {}
         self._lock = threading.Lock()
         self._local_handles = itertools.count(1)
-        # In-process mode only: idempotency token -> (handle, request digest, expiry), kept in
-        # insertion order so expired entries are at the front.
+        # Embedded mode's stand-in for the Redis idempotency keys: token -> (handle, request
+        # digest, expiry). One TTL for all, so insertion order is expiry order.
         self._idempotent: dict[str, tuple[int, str, float]] = {}
 
     @classmethod

@@ -129,3 +129,22 @@ def test_reconcile_without_redis_is_a_no_op(local_service):
 def test_from_settings_without_redis(settings):
     settings.REDIS_URL = ""
     assert ConnectionService.from_settings().store is None
+
+
+def test_idempotent_register_in_process(local_service):
+    from nightstorm.errors import IdempotencyKeyReused
+
+    key = ("token", "digest")
+    first = local_service.register(protocol="telnet", remote_addr="10.0.0.1", idempotency=key)
+    local_service.update_metadata(first.handle, {"seen": "yes"})
+    again = local_service.register(protocol="telnet", remote_addr="10.0.0.1", idempotency=key)
+    assert again is first and again.metadata == {"seen": "yes"}
+    with pytest.raises(IdempotencyKeyReused):
+        local_service.register(
+            protocol="telnet", remote_addr="10.0.0.1", idempotency=("token", "x")
+        )
+    local_service.disconnect(first.handle)
+    back = local_service.register(protocol="telnet", remote_addr="10.0.0.1", idempotency=key)
+    assert back.handle == first.handle and back.metadata == {}
+    other = local_service.register(protocol="telnet", remote_addr="10.0.0.1")
+    assert local_service.handles() == {first.handle, other.handle}

@@ -144,6 +144,11 @@ def test_idempotent_create_lands_on_one_handle(workers, redis_client, settings):
     other = workers[0].register(protocol="telnet", remote_addr="10.0.0.1", idempotency=("t2", "a"))
     assert other.handle != first.handle
     assert redis_client.scard("ns:conn:handles") == 2
+    # A gateway's service takes the same path and keeps the connection in its map.
+    gateway = ConnectionService(store=RedisConnectionStore(redis_client))
+    held = gateway.register(protocol="telnet", remote_addr="10.0.0.1", idempotency=("t2", "a"))
+    assert held.handle == other.handle and gateway.get(other.handle) is held
+    gateway.close()
 
 
 def test_get_connections_is_the_shared_store_with_redis_and_the_service_without(settings, service):
