@@ -28,6 +28,11 @@ class Command(BaseCommand):
         parser.add_argument("--parallelism", type=int, default=None, help="worker threads per tick")
         parser.add_argument("--batch-size", type=int, default=None, help="combats per transaction")
         parser.add_argument(
+            "--no-progress",
+            action="store_true",
+            help="no progress bar even on a terminal (run_platform shares its terminal)",
+        )
+        parser.add_argument(
             "--metrics-port",
             type=int,
             default=0,
@@ -35,7 +40,7 @@ class Command(BaseCommand):
             "PROMETHEUS_MULTIPROC_DIR the web's /metrics aggregates them instead)",
         )
 
-    def handle(self, *args, ticks, parallelism, batch_size, metrics_port, **options):
+    def handle(self, *args, ticks, parallelism, batch_size, no_progress, metrics_port, **options):
         if metrics_port:
             from prometheus_client import start_http_server
 
@@ -50,7 +55,7 @@ class Command(BaseCommand):
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         orchestrator = Orchestrator(parallelism=parallelism, batch_size=batch_size, stop=stop)
         verbose = options.get("verbosity", 1) >= 2
-        bar = tqdm(total=ticks, unit="tick", disable=not self.stdout.isatty())
+        bar = tqdm(total=ticks, unit="tick", disable=no_progress or not self.stdout.isatty())
 
         def on_tick(report):
             bar.update(1)

@@ -1,9 +1,14 @@
-"""`manage.py run_platform`: migrate, seed, then run the web server and the task cluster.
+"""`manage.py run_platform`: migrate, seed, then run every process of the platform in the
+foreground: the web server, the task cluster, the combat orchestrator and, when REDIS_URL is
+set, the connection gateway.
 
-Both run as child processes in the foreground; Ctrl-C (or SIGTERM) stops both, and if either
-exits on its own the other is stopped too.
+Each child runs in a session of its own, so a Ctrl-C in the terminal reaches this process only:
+it then sends SIGTERM to every child (each stops cleanly on it), waits up to --stop-timeout
+seconds, and kills whatever is left of each child's process group. If any child exits on its
+own, the others are stopped the same way and the command exits 1.
 """
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -13,17 +18,54 @@ import time
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command, get_commands
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
+
+
+def gateway_port_default() -> int:
+    raw = os.environ.get("NIGHTSTORM_GATEWAY_PORT", "4000")
+    try:
+        port = int(raw)
+    except ValueError:
+        raise CommandError(f"NIGHTSTORM_GATEWAY_PORT must be an integer, got {raw!r}") from None
+    if not 0 <= port <= 65535:
+        raise CommandError(f"NIGHTSTORM_GATEWAY_PORT must be a TCP port, got {port}")
+    return port
+
+
+def describe(code: int | None) -> str:
+    if code is None:
+        return "running"
+    if code < 0:
+        return signal.Signals(-code).name
+    return f"exit {code}"
 
 
 class Command(BaseCommand):
-    help = "Migrate, seed the world, then run the web server and the django-q2 cluster together."
+    help = (
+        "Migrate, seed the world, then run the web server, the django-q2 cluster, the combat "
+        "orchestrator and (with REDIS_URL) the gateway together; Ctrl-C or SIGTERM stops all."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--addr", default="127.0.0.1:8000", help="host:port for the web server")
         parser.add_argument("--no-seed", action="store_true", help="skip seed_world")
+        parser.add_argument(
+            "--gateway-port",
+            type=int,
+            default=None,
+            help="gateway TCP port (default NIGHTSTORM_GATEWAY_PORT, else 4000); needs REDIS_URL",
+        )
+        parser.add_argument(
+            "--stop-timeout",
+            type=float,
+            default=20.0,
+            help="seconds the children get to stop after SIGTERM before they are killed",
+        )
 
-    def handle(self, *args, addr, no_seed, **options):
+    def handle(self, *args, addr, no_seed, gateway_port, stop_timeout, **options):
+        host = addr.rpartition(":")[0] or "127.0.0.1"
+        if gateway_port is None:
+            gateway_port = gateway_port_default()
         call_command("migrate", interactive=False, verbosity=0)
         self.stdout.write("database migrated")
         commands = get_commands()
@@ -34,38 +76,76 @@ class Command(BaseCommand):
         login = self._ensure_admin()
 
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
-        children = [
-            subprocess.Popen([*manage, "runserver", addr, "--noreload"]),
-            subprocess.Popen([*manage, "qcluster"]),
-        ]
+        wanted = {
+            "web": [*manage, "runserver", addr, "--noreload"],
+            "cluster": [*manage, "qcluster"],
+            "orchestrator": [*manage, "run_orchestrator", "--no-progress"],
+        }
+        if settings.REDIS_URL:
+            wanted["gateway"] = [
+                *manage,
+                "run_gateway",
+                "--port",
+                str(gateway_port),
+                "--host",
+                host,
+            ]
+
+        signals: list[int] = []
+
+        def on_signal(signum, frame):
+            signals.append(signum)
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        children: dict[str, subprocess.Popen] = {}
+        try:
+            for name, argv in wanted.items():
+                # A session of its own: the terminal's Ctrl-C reaches us, not the child.
+                children[name] = subprocess.Popen(argv, start_new_session=True)
+            self._announce(addr, host, gateway_port, login, children)
+            while not signals and all(child.poll() is None for child in children.values()):
+                time.sleep(0.2)
+        finally:
+            self._stop(children, stop_timeout, signals)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        ended = ", ".join(f"{name} {describe(c.returncode)}" for name, c in children.items())
+        self.stdout.write(f"stopped ({ended})")
+        if not signals:
+            self.stderr.write("a process exited on its own; the others were stopped")
+            sys.exit(1)
+
+    def _announce(self, addr, host, gateway_port, login, children) -> None:
         self.stdout.write(self.style.SUCCESS(f"\nNightstorm is running: http://{addr}/"))
         self.stdout.write(f"  admin:    http://{addr}/admin/  ({login})")
         self.stdout.write(f"  API docs: http://{addr}/api/docs/    health: http://{addr}/health/")
-        self.stdout.write("  Ctrl-C stops the web server and the task cluster.\n")
+        if "gateway" in children:
+            self.stdout.write(f"  gateway:  {host}:{gateway_port} (telnet)")
+        pids = ", ".join(f"{name} {child.pid}" for name, child in children.items())
+        self.stdout.write(f"  processes: {pids}")
+        self.stdout.write("  Ctrl-C stops them all.\n")
+        self.stdout.flush()
 
-        stopping = False
-
-        def stop(signum, frame):
-            nonlocal stopping
-            stopping = True
-
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
-        while not stopping and all(child.poll() is None for child in children):
-            time.sleep(0.2)
-        for child in children:
+    def _stop(self, children: dict, timeout: float, signals: list) -> None:
+        """SIGTERM every child still running, wait, then kill what is left of each group.
+        A second Ctrl-C while waiting kills at once."""
+        seen = len(signals)
+        for child in children.values():
             if child.poll() is None:
-                child.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + 15
-        for child in children:
-            try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.kill()
-        codes = [child.returncode for child in children]
-        self.stdout.write(f"stopped (web exit {codes[0]}, cluster exit {codes[1]})")
-        if not stopping and any(codes):
-            sys.exit(1)
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(signals) <= seen:
+            if all(child.poll() is not None for child in children.values()):
+                break
+            time.sleep(0.1)
+        for name, child in children.items():
+            if child.poll() is None:
+                self.stderr.write(f"{name} did not stop in time; killing it")
+            # The child's group: the child if it is still there, and anything it left behind
+            # (e.g. a worker of the cluster).
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
 
     def _ensure_admin(self) -> str:
         users = get_user_model().objects
