@@ -103,6 +103,18 @@ class Platform:
             time.sleep(0.2)
         raise RuntimeError(f"web did not come up: {self.log('web')[-2000:]}")
 
+    def wait_for_port(self, port: int, name: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                if self.procs[name].poll() is not None:
+                    break
+                time.sleep(0.1)
+        raise RuntimeError(f"{name} is not listening on {port}: {self.log(name)[-2000:]}")
+
     def log(self, name: str) -> str:
         return (self.tmp_path / f"{name}.log").read_text(errors="replace")
 
