@@ -2,9 +2,13 @@
 
 A pool's amount is never saved from a form: the page's changes go through
 `services.update_config` and `services.adjust_pool`, so every change of the amount has its
-ledger row and a stale page (an older version) is refused with a form error.
+ledger row. A stale page is refused with a form error; stale means that the pool's
+*configuration* changed since the page was opened (`config_version`), not its balance, so a
+game master can save while players bet. The adjustment carries a one-time token rendered into
+the form, which becomes its operation id: a double-submitted form adjusts once.
 """
 
+import re
 import threading
 import uuid
 
@@ -22,7 +26,11 @@ _audit = threading.local()
 
 
 class PoolAdminForm(VersionedAdminForm):
-    """Configuration plus an optional signed adjustment, validated as the services will."""
+    """Configuration plus an optional signed adjustment, validated as the services will.
+
+    The parent's hidden `expected_version` carries the `config_version` the editor saw here
+    (the parent compares `version`, which every bet moves; see `clean`).
+    """
 
     adjustment = forms.IntegerField(
         required=False,
@@ -32,19 +40,40 @@ class PoolAdminForm(VersionedAdminForm):
         help_text="Signed minor units to add to the pool, recorded as an adjustment ledger row.",
     )
     adjustment_note = forms.CharField(required=False, max_length=200)
+    adjustment_token = forms.CharField(widget=forms.HiddenInput, required=False, max_length=64)
 
     class Meta:
         model = JackpotPool
         fields = ["seed_amount", "contribution_rate_bp", "max_amount"]
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self.is_bound:
+            if self.instance.pk:
+                self.fields["expected_version"].initial = self.instance.config_version
+            self.fields["adjustment_token"].initial = uuid.uuid4().hex
+
     def clean(self):
-        # Lock every pool first, in primary-key order like every other writer (the parent
-        # locks this one row; taking it alone first could deadlock with a contribution).
+        # Lock every pool first, in primary-key order like every other writer (taking this
+        # one row alone first could deadlock with a contribution). The admin's change view is
+        # one transaction, so the locks hold until the save below has committed.
         pools = list(JackpotPool.objects.select_for_update(of=("self",)).order_by("pk"))
-        cleaned = super().clean()
+        # Not VersionedAdminForm.clean: it compares the balance `version`, which live bets
+        # move many times a second, so no save would get through while players bet.
+        cleaned = forms.ModelForm.clean(self)
         if self.errors:
             return cleaned
-        current = next(p for p in pools if p.pk == self.instance.pk)
+        current = next((p for p in pools if p.pk == self.instance.pk), None)
+        if current is None:
+            raise ValidationError("This row no longer exists.", code="gone")
+        seen = cleaned.get("expected_version")
+        if seen != current.config_version:
+            raise ValidationError(
+                "Someone else changed this pool's configuration (now configuration version "
+                f"{current.config_version}, you opened version {seen}). Reload the page to see "
+                "their change; nothing was saved.",
+                code="version_conflict",
+            )
         changes = {f: cleaned.get(f) for f in services.CONFIG_FIELDS}
         try:
             services.validate_config(changes, current, [p for p in pools if p.pk != current.pk])
@@ -58,8 +87,15 @@ class PoolAdminForm(VersionedAdminForm):
         cap = changes["max_amount"]
         if delta > 0 and cap is not None and current.amount + delta > cap:
             raise ValidationError("The adjustment would take the pool above its maximum.")
-        cleaned["current_version"] = current.version
+        if delta and not _TOKEN.fullmatch(cleaned.get("adjustment_token") or ""):
+            # Money moves only with a key: without the form's token a resubmission could not
+            # be told from a second adjustment.
+            raise ValidationError("This form has no valid adjustment token; reload the page.")
+        cleaned["current_version"] = current.config_version
         return cleaned
+
+
+_TOKEN = re.compile(r"[0-9a-f]{32}")
 
 
 @admin.register(JackpotPool)
@@ -72,6 +108,7 @@ class JackpotPoolAdmin(VersionedModelAdmin):
         "contribution_rate_bp",
         "max_amount",
         "version",
+        "config_version",
         "lock_holder",
         "last_modified_at",
         "ledger_ok",
@@ -84,11 +121,20 @@ class JackpotPoolAdmin(VersionedModelAdmin):
         "max_amount",
         "adjustment",
         "adjustment_note",
+        "adjustment_token",
+        "config_version",
         "lock_holder",
         "last_modified_at",
         "ledger_ok",
     )
-    readonly_fields = ("group", "amount", "lock_holder", "last_modified_at", "ledger_ok")
+    readonly_fields = (
+        "group",
+        "amount",
+        "config_version",
+        "lock_holder",
+        "last_modified_at",
+        "ledger_ok",
+    )
 
     def changelist_view(self, request, extra_context=None):
         # One audit query for the whole list (admin instances are shared between threads).
@@ -113,12 +159,15 @@ class JackpotPoolAdmin(VersionedModelAdmin):
             actor=actor,
         )
         if form.cleaned_data.get("adjustment"):
+            # The form's token is the adjustment's key: the same page submitted twice finds
+            # its ledger row and adjusts once.
+            token = form.cleaned_data["adjustment_token"]
             pool = services.adjust_pool(
                 group=obj.group,
                 delta=form.cleaned_data["adjustment"],
-                operation_id=f"admin:{uuid.uuid4().hex}",
+                operation_id=f"admin:{request.user.pk}:{token}",
                 note=f"{actor}: {form.cleaned_data.get('adjustment_note') or ''}",
-                expected_version=pool.version,
+                expected_version=pool.config_version,
             )
         obj.__dict__.update(
             {f.attname: getattr(pool, f.attname) for f in JackpotPool._meta.concrete_fields}

@@ -37,6 +37,7 @@ class PoolSerializer(serializers.ModelSerializer):
             "contribution_rate_bp",
             "max_amount",
             "version",
+            "config_version",
             "last_modified_at",
         ]
 
@@ -73,10 +74,14 @@ def _body(request) -> dict:
 
 
 def _operation_id(prefix: str, request) -> str:
-    """A stable operation id from the Idempotency-Key and the caller (a fresh one without)."""
-    key = request.headers.get(IDEMPOTENCY_HEADER)
-    if key is None:
-        return f"{prefix}:{uuid.uuid4().hex}"
+    """The service's operation id, derived from the Idempotency-Key and the caller.
+
+    Only called from views behind `@idempotent(required=True)`, so the key is there. The same
+    key from the same caller always names the same operation, so a retry reaches the stored
+    contribution or win even after the idempotency record has expired (see the module
+    docstring of `jackpot.services` for who guarantees what).
+    """
+    key = request.headers[IDEMPOTENCY_HEADER]
     caller = request.user.pk if request.user.is_authenticated else "service"
     return f"{prefix}:" + hashlib.sha256(f"{caller}\0{key}".encode()).hexdigest()[:48]
 
@@ -99,7 +104,13 @@ class PoolListView(ListAPIView):
 
 
 class PoolDetailView(APIView):
-    """One pool (anyone, with its ETag); PATCH its configuration (staff, If-Match)."""
+    """One pool (anyone, with its ETag); PATCH its configuration (staff, If-Match).
+
+    The ETag is the pool's configuration version (`config_version`), not its balance
+    `version`: If-Match on a PATCH guards the configuration the game master saw, which bets
+    and wins do not change. So the ETag does not change when the amount does; GET answers
+    with `Cache-Control: no-cache` and never with 304, so no cache serves a stale amount.
+    """
 
     def get_permissions(self):
         return [AllowAny()] if self.request.method == "GET" else [IsStaff()]
@@ -107,7 +118,7 @@ class PoolDetailView(APIView):
     @extend_schema(responses=PoolSerializer)
     def get(self, request, group):
         pool = services.get_pool(group)
-        return Response(PoolSerializer(pool).data, headers={"ETag": etag_for(pool.version)})
+        return Response(PoolSerializer(pool).data, headers=_pool_headers(pool))
 
     @extend_schema(
         request=inline_serializer(
@@ -129,7 +140,11 @@ class PoolDetailView(APIView):
             expected_version=version,
             actor=f"config:{request.user.get_username()}",
         )
-        return Response(PoolSerializer(pool).data, headers={"ETag": etag_for(pool.version)})
+        return Response(PoolSerializer(pool).data, headers=_pool_headers(pool))
+
+
+def _pool_headers(pool: JackpotPool) -> dict[str, str]:
+    return {"ETag": etag_for(pool.config_version), "Cache-Control": "no-cache"}
 
 
 class ContributionView(APIView):
@@ -156,7 +171,12 @@ class ContributionView(APIView):
 
 
 class WinView(APIView):
-    """The game server (or staff) awards a pool to a player: it pays what the pool holds."""
+    """The game server (or staff) awards a pool to a player: it pays what the pool holds.
+
+    Money moves, so the Idempotency-Key is required (400 `idempotency_key_required` without
+    one, nothing paid): a retry after a lost response replays the first payout instead of
+    paying the pool again.
+    """
 
     permission_classes = [service_token_or_staff("JACKPOT_SERVICE_TOKEN")]
 
@@ -173,7 +193,7 @@ class WinView(APIView):
             )
         },
     )
-    @idempotent(required=False)
+    @idempotent(required=True)
     def post(self, request, group):
         services.get_pool(group)
         raw = _body(request).get("player")

@@ -32,11 +32,18 @@ GROUPS = tuple(PoolGroup.values)  # display order: minor, major, mega
 class JackpotPool(VersionedModel):
     """One jackpot pool. `amount` only changes together with a ledger row (see module docstring).
 
-    `version` grows on every change (contribution, win, adjustment, configuration), so a
-    conditional update on it detects any concurrent writer. `lock_holder` names the operation
-    that last changed the pool under its row lock (a win, an adjustment or a configuration
-    change) — a debugging aid, not a lock. Rows are always locked or updated in primary-key
-    order so that two multi-pool transactions cannot deadlock.
+    Two versions:
+    - `version` grows on every change (contribution, win, adjustment, configuration), so a
+      conditional update on it detects any concurrent writer. Contributions check it: their
+      split was computed from the whole row (amount, rate, cap).
+    - `config_version` grows only when the configuration (`seed_amount`,
+      `contribution_rate_bp`, `max_amount`) changes. It is what a game master's `If-Match`
+      (API) or opened page (admin) names: under live betting `version` moves many times a
+      second, so a precondition on it would refuse almost every configuration edit, while a
+      precondition on `config_version` only refuses an edit made over another edit.
+    `lock_holder` names the operation that last changed the pool under its row lock (a win, an
+    adjustment or a configuration change) — a debugging aid, not a lock. Rows are always
+    locked or updated in primary-key order so that two multi-pool transactions cannot deadlock.
     """
 
     group = models.CharField(max_length=10, choices=PoolGroup.choices, unique=True)
@@ -47,6 +54,11 @@ class JackpotPool(VersionedModel):
     contribution_rate_bp = models.IntegerField(help_text="Share of each bet, in basis points.")
     max_amount = models.BigIntegerField(
         null=True, blank=True, help_text="Cap on the pool; contributions above it go to the house."
+    )
+    config_version = models.PositiveIntegerField(
+        default=1,
+        editable=False,
+        help_text="Grows only when seed, rate or cap change (what If-Match names).",
     )
     lock_holder = models.CharField(max_length=120, blank=True, editable=False)
     last_modified_at = models.DateTimeField(default=timezone.now, editable=False)
@@ -74,6 +86,11 @@ class JackpotPool(VersionedModel):
                 condition=Q(contribution_rate_bp__gte=0, contribution_rate_bp__lte=BP_SCALE),
                 name="%(app_label)s_%(class)s_rate_in_range",
                 violation_error_message="The contribution rate must be 0-10000 basis points.",
+            ),
+            models.CheckConstraint(
+                condition=Q(config_version__gte=1),
+                name="%(app_label)s_%(class)s_config_version_positive",
+                violation_error_message="The configuration version starts at 1.",
             ),
             models.CheckConstraint(
                 condition=Q(max_amount__isnull=True) | Q(max_amount__gte=F("seed_amount")),

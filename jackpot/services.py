@@ -43,10 +43,11 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connections, router, transaction
-from django.db.models import CharField, Exists, F, Func, Value
+from django.db.models import CharField, Exists, Func, Value
 from django.utils import timezone
 
-from game.models import Player
+from game import gold
+from game.models import GoldKind, Player
 from jackpot import metrics
 from jackpot.ledger import capped, split_bet
 from jackpot.models import (
@@ -73,14 +74,7 @@ from nightstorm.transactions import (
     busy_on_lock_timeout,
     is_lock_timeout,
     is_transient,
-    set_lock_timeout,
 )
-
-# Switches that exist only so the race tests can show what breaks without the protection
-# (a read-modify-write without the version condition, a win without the row lock). Never
-# turn them off outside a test.
-VERSION_CHECK = True
-WIN_ROW_LOCK = True
 
 DEFAULT_POOLS = (
     # group, seed_amount, contribution_rate_bp, max_amount (minor units); as migration 0002
@@ -263,8 +257,6 @@ def _contribute_once(
     """
     connection = connections[router.db_for_write(JackpotPool)]
     postgres = connection.vendor == "postgresql"
-    if lock and not postgres:
-        set_lock_timeout(settings.JACKPOT_LOCK_TIMEOUT_MS)  # PostgreSQL: inside the read
     # One round trip reads the pools and whether this operation id was applied already.
     pools, applied = _read_pools(operation_id, lock)
     if applied:
@@ -324,12 +316,7 @@ def _contribute_once(
 
 
 def _write_pool(pool: "PoolState", **changes) -> None:
-    if VERSION_CHECK:
-        update_versioned(JackpotPool, pool.pk, pool.version, **changes)
-    else:  # test-only naive read-modify-write: last writer wins
-        JackpotPool.all_objects.filter(pk=pool.pk).update(
-            version=F("version") + 1, updated_at=timezone.now(), **changes
-        )
+    update_versioned(JackpotPool, pool.pk, pool.version, **changes)
 
 
 # --- the contribution's hot statements ------------------------------------------------------
@@ -363,21 +350,7 @@ def _read_pools_sql(alias: str, lock: bool, lock_timeout_ms: int) -> tuple[str, 
         .annotate(applied=Exists(Contribution.objects.filter(operation_id=_PROBE)))
     )
     if lock:
-        queryset = queryset.select_for_update(of=("self",))
-        if connections[alias].vendor == "postgresql":
-            # `SET LOCAL lock_timeout` folded into the locking read (one round trip less):
-            # `set_config(…, true)` is the function form of SET LOCAL. As a row filter it runs
-            # in the scan, below the node that takes the row locks, so the bound is in force
-            # before the first lock is waited for.
-            queryset = queryset.alias(
-                lock_timeout=Func(
-                    Value("lock_timeout"),
-                    Value(f"{int(lock_timeout_ms)}ms"),
-                    Value(True),
-                    function="set_config",
-                    output_field=CharField(),
-                )
-            ).filter(lock_timeout__isnull=False)
+        queryset = _bounded_lock(queryset, alias, lock_timeout_ms)
     query = queryset.values_list(*_POOL_COLUMNS, "applied").query
     sql, params = query.get_compiler(using=alias).as_sql()
     if list(params).count(_PROBE) != 1:
@@ -440,7 +413,7 @@ def _insert(model, rows: list[dict], *, returning: bool = False):
 
 
 @functools.lru_cache(maxsize=16)
-def _contribute_sql(alias: str, ledger_rows: int, version_check: bool):
+def _contribute_sql(alias: str, ledger_rows: int):
     connection = connections[alias]
     quote = connection.ops.quote_name
 
@@ -461,7 +434,7 @@ def _contribute_sql(alias: str, ledger_rows: int, version_check: bool):
         f"{', '.join(quote(f.column) for f in _from_contribution())})"
     ]
     assignments = ", ".join(f"{quote(f.column)} = %s" for f in pool_fields)
-    condition = f"{pk} = %s" + (f" AND {version} = %s" if version_check else "")
+    condition = f"{pk} = %s AND {version} = %s"
     for n, gate in ((1, "c"), (2, "p1"), (3, "p2")):
         ctes.append(
             f"p{n} AS (UPDATE {quote(pool.db_table)} SET {assignments}, "
@@ -525,7 +498,7 @@ def _write_contribution(connection, values: dict, entries: list[dict], writes, n
     read (the caller's transaction then rolls everything back).
     """
     sql, contribution_fields, ledger_fields, shared_fields, pool_fields = _contribute_sql(
-        connection.alias, len(entries), VERSION_CHECK
+        connection.alias, len(entries)
     )
     params = [f.get_db_prep_save(values[f.name], connection) for f in contribution_fields]
     changes = {"last_modified_at": now, "updated_at": now}
@@ -534,8 +507,7 @@ def _write_contribution(connection, values: dict, entries: list[dict], writes, n
         changes["amount"] = amount
         params += [f.get_db_prep_save(changes[f.name], connection) for f in pool_fields]
         params.append(pk_field.get_db_prep_value(pool.pk, connection))
-        if VERSION_CHECK:
-            params.append(pool.version)
+        params.append(pool.version)
     if entries:  # the shared values come first in the statement's text
         params += [f.get_db_prep_save(entries[0][f.name], connection) for f in shared_fields]
         params += [
@@ -558,77 +530,121 @@ def process_win(*, group: str, player, operation_id: str) -> WinResult:
 
     Under the pool's row lock: the payout is the amount held (never more, never negative), a
     `win` ledger row takes it out (balance 0) and a `reset` row puts `seed_amount` back in
-    (funded by the house, so the ledger still sums to the amount). The player's gold, the
-    ledger, the `Win` row and the pool commit together. A replayed operation id returns the
-    first payout; one reused for another pool or player is refused (409).
+    (funded by the house, so the ledger still sums to the amount). The player is credited
+    through the gold ledger (`game.gold.credit`, kind `jackpot_win`, reference = the operation
+    id). The gold, its entry, the pool, its ledger rows and the `Win` row commit together. A
+    replayed operation id returns the first payout; one reused for another pool or player is
+    refused (409).
     """
     _validate_operation_id(operation_id)
     player_id = _player_id(player)
     started = time.perf_counter()
-    with busy_on_lock_timeout(), transaction.atomic():
-        set_lock_timeout(settings.JACKPOT_LOCK_TIMEOUT_MS)
-        queryset = JackpotPool.objects.all()
-        if WIN_ROW_LOCK:
-            queryset = queryset.select_for_update(of=("self",))
-        pool = get_pool(group, queryset)
-        metrics.LOCK_WAIT.labels("win").observe(time.perf_counter() - started)
-        # Checked under the pool lock: a concurrent duplicate has committed by now if it won.
-        existing = Win.objects.filter(operation_id=operation_id).first()
-        if existing is not None:
-            if existing.pool_id != pool.pk or existing.player_id != player_id:
-                raise OperationReused()
-            metrics.OPERATIONS.labels("win", "replayed").inc()
-            return WinResult(existing, replayed=True)
-        if not Player.objects.filter(pk=player_id).exists():
-            raise PlayerNotFound()
-
-        payout, now = pool.amount, timezone.now()
-        version = pool.version + 1
-        if WIN_ROW_LOCK:
-            update_versioned(
-                JackpotPool,
-                pool.pk,
-                pool.version,
-                amount=pool.seed_amount,
-                lock_holder=operation_id,
-                last_modified_at=now,
-            )
-        else:  # test-only: no lock, no version condition
-            JackpotPool.all_objects.filter(pk=pool.pk).update(
-                amount=pool.seed_amount,
-                version=F("version") + 1,
-                lock_holder=operation_id,
-                last_modified_at=now,
-            )
-        win = Win.objects.create(
-            operation_id=operation_id, pool=pool, player_id=player_id, amount=payout, created_at=now
-        )
-        rows = [
-            (LedgerKind.WIN, -payout, 0),
-            (LedgerKind.RESET, pool.seed_amount, pool.seed_amount),
-        ]
-        LedgerEntry.objects.bulk_create(
-            LedgerEntry(
-                pool=pool,
-                kind=kind,
-                amount=amount,
-                balance_after=balance,
-                pool_version=version,
-                operation_id=operation_id,
-                player_id=player_id,
-                created_at=now,
-            )
-            for kind, amount, balance in rows
-            if amount
-        )
-        if payout:
-            Player.objects.filter(pk=player_id).update(
-                gold=F("gold") + payout, version=F("version") + 1
-            )
+    try:
+        with busy_on_lock_timeout(), transaction.atomic():
+            result = _win_once(group, player_id, operation_id, started)
+    except IntegrityError:
+        # The read's replay probe sees the snapshot taken before it waited for the pool lock,
+        # so a concurrent request with this operation id that committed during the wait is
+        # only caught by the unique index on `Win.operation_id`. This attempt has rolled back
+        # entirely; the stored win is the answer.
+        existing = Win.objects.select_related("pool").filter(operation_id=operation_id).first()
+        if existing is None:
+            raise
+        result = _win_replay(existing, group, player_id)
+    if result.replayed:
+        metrics.OPERATIONS.labels("win", "replayed").inc()
+        return result
     metrics.OPERATIONS.labels("win", "applied").inc()
-    metrics.PAID.labels(group).inc(payout)
+    metrics.PAID.labels(group).inc(result.win.amount)
     metrics.SECONDS.labels("win").observe(time.perf_counter() - started)
+    return result
+
+
+def _win_replay(existing: Win, group: str, player_id) -> WinResult:
+    if existing.pool.group != group or existing.player_id != player_id:
+        raise OperationReused()
+    return WinResult(existing, replayed=True)
+
+
+def _win_once(group: str, player_id, operation_id: str, started: float) -> WinResult:
+    # One round trip takes the lock (bounded, see `_bounded_lock`) and answers whether this
+    # operation was paid already and whether the player exists.
+    alias = router.db_for_write(JackpotPool)
+    queryset = _bounded_lock(
+        JackpotPool.objects.using(alias), alias, settings.JACKPOT_LOCK_TIMEOUT_MS
+    ).annotate(
+        paid=Exists(Win.objects.filter(operation_id=operation_id)),
+        player_known=Exists(Player.objects.filter(pk=player_id)),
+    )
+    pool = get_pool(group, queryset)
+    metrics.LOCK_WAIT.labels("win").observe(time.perf_counter() - started)
+    if pool.paid:
+        return _win_replay(
+            Win.objects.select_related("pool").get(operation_id=operation_id), group, player_id
+        )
+    if not pool.player_known:
+        raise PlayerNotFound()
+
+    payout, seed, now = pool.amount, pool.seed_amount, timezone.now()
+    # The Win first: if a duplicate committed while this request waited for the lock, the
+    # unique index refuses it here, before anything else was written.
+    win = Win.objects.create(
+        operation_id=operation_id, pool=pool, player_id=player_id, amount=payout, created_at=now
+    )
+    version = update_versioned(
+        JackpotPool,
+        pool.pk,
+        pool.version,
+        amount=seed,
+        lock_holder=operation_id,
+        last_modified_at=now,
+    )
+    rows = [(LedgerKind.WIN, -payout, 0), (LedgerKind.RESET, seed, seed)]
+    LedgerEntry.objects.bulk_create(
+        LedgerEntry(
+            pool=pool,
+            kind=kind,
+            amount=amount,
+            balance_after=balance,
+            pool_version=version,
+            operation_id=operation_id,
+            player_id=player_id,
+            created_at=now,
+        )
+        for kind, amount, balance in rows
+        if amount
+    )
+    if payout:
+        gold.credit(
+            player_id=player_id,
+            amount=payout,
+            kind=GoldKind.JACKPOT_WIN,
+            reference=operation_id,
+            note=f"jackpot {group}",
+        )
     return WinResult(win, replayed=False)
+
+
+def _bounded_lock(queryset, alias: str, lock_timeout_ms: int):
+    """`queryset` locked FOR UPDATE (its own rows), the wait bounded by `lock_timeout_ms`.
+
+    On PostgreSQL `SET LOCAL lock_timeout` is folded into the locking read (one round trip
+    less): `set_config(…, true)` is the function form of SET LOCAL, and as a row filter it runs
+    in the scan, below the node that takes the row locks, so the bound is in force before the
+    first lock is waited for. Other backends have no row locks to wait for.
+    """
+    queryset = queryset.select_for_update(of=("self",))
+    if connections[alias].vendor != "postgresql":
+        return queryset
+    return queryset.alias(
+        lock_timeout=Func(
+            Value("lock_timeout"),
+            Value(f"{int(lock_timeout_ms)}ms"),
+            Value(True),
+            function="set_config",
+            output_field=CharField(),
+        )
+    ).filter(lock_timeout__isnull=False)
 
 
 # --- adjustments and configuration ----------------------------------------------------------
@@ -644,19 +660,36 @@ def adjust_pool(
 ) -> JackpotPool:
     """Add a signed correction to a pool with an `adjustment` ledger row; once per operation id.
 
-    The result must stay within 0..max_amount. With `expected_version`, a pool that changed
-    since the caller looked is refused (412).
+    The result must stay within 0..max_amount, checked against the amount held under the row
+    lock. A replayed operation id changes nothing and returns the pool; one reused for another
+    delta is refused (409 `operation_id_reused`).
+
+    `expected_version` names the pool's *configuration* version (`config_version`), like
+    `update_config`'s: a pool whose seed, rate or cap changed since the caller decided on the
+    correction is refused (412). It does not name the balance `version`: a delta is relative,
+    so it stays meaningful however many bets landed meanwhile (and under live betting a
+    balance precondition would refuse nearly every correction).
     """
     delta = _strict_int(delta, field="delta")
     _validate_operation_id(operation_id)
     with busy_on_lock_timeout(), transaction.atomic():
-        set_lock_timeout(settings.JACKPOT_LOCK_TIMEOUT_MS)
-        pool = get_pool(group, JackpotPool.objects.select_for_update(of=("self",)))
-        if LedgerEntry.objects.filter(
-            operation_id=operation_id, pool=pool, kind=LedgerKind.ADJUSTMENT
-        ).exists():
+        alias = router.db_for_write(JackpotPool)
+        queryset = _bounded_lock(
+            JackpotPool.objects.using(alias), alias, settings.JACKPOT_LOCK_TIMEOUT_MS
+        )
+        pool = get_pool(group, queryset)
+        done = (
+            LedgerEntry.objects.filter(
+                operation_id=operation_id, pool=pool, kind=LedgerKind.ADJUSTMENT
+            )
+            .values_list("amount", flat=True)
+            .first()
+        )
+        if done is not None:
+            if done != delta:
+                raise OperationReused()
             return pool
-        if expected_version is not None and pool.version != expected_version:
+        if expected_version is not None and pool.config_version != expected_version:
             raise PreconditionFailed()
         if delta == 0:
             return pool
@@ -720,7 +753,14 @@ def validate_config(changes: dict, pool: JackpotPool, others: list[JackpotPool])
 def update_config(
     *, group: str, changes: dict, expected_version: int, actor: str = "config"
 ) -> JackpotPool:
-    """Change a pool's seed, rate or cap if it is still at `expected_version` (else 412).
+    """Change a pool's seed, rate or cap if its configuration is still at `expected_version`.
+
+    `expected_version` names `config_version` (what the pool's ETag carries), not the balance
+    `version`: bets, wins and adjustments do not make a configuration edit stale, another
+    configuration edit does (412). A change bumps both versions: `version` because every
+    writer of the row bumps it (a contribution in flight, whose split used the old rate or
+    cap, must lose its version check and recompute), `config_version` because the
+    configuration changed.
 
     All pools are locked (primary-key order) because the rates must add up to at most one
     whole bet across pools. A new seed applies from the next reset; a lower cap does not take
@@ -728,25 +768,32 @@ def update_config(
     returns the pool as it is, without a new version.
     """
     with busy_on_lock_timeout(), transaction.atomic():
-        set_lock_timeout(settings.JACKPOT_LOCK_TIMEOUT_MS)
-        pools = list(JackpotPool.objects.select_for_update(of=("self",)).order_by("pk"))
+        alias = router.db_for_write(JackpotPool)
+        queryset = _bounded_lock(
+            JackpotPool.objects.using(alias), alias, settings.JACKPOT_LOCK_TIMEOUT_MS
+        )
+        pools = list(queryset.order_by("pk"))
         pool = next((p for p in pools if p.group == group), None)
         if pool is None:
             raise UnknownGroup()
-        if pool.version != expected_version:
+        if pool.config_version != expected_version:
             raise PreconditionFailed()
         effective = validate_config(changes, pool, [p for p in pools if p is not pool])
         if not effective:
             return pool
         now = timezone.now()
+        # Under the row lock: the version check cannot lose, and config_version is the value
+        # just read.
         pool.version = update_versioned(
             JackpotPool,
             pool.pk,
             pool.version,
+            config_version=pool.config_version + 1,
             lock_holder=actor[:120],
             last_modified_at=now,
             **effective,
         )
+        pool.config_version += 1
         for name, value in effective.items():
             setattr(pool, name, value)
         pool.lock_holder, pool.last_modified_at = actor[:120], now

@@ -20,7 +20,7 @@ def uncapped_pools(pools):
     for group, pool in pools.items():
         if pool.max_amount is not None:
             services.update_config(
-                group=group, changes={"max_amount": None}, expected_version=pool.version
+                group=group, changes={"max_amount": None}, expected_version=pool.config_version
             )
     return {p.group: p for p in JackpotPool.objects.all()}
 

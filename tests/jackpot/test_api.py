@@ -4,7 +4,8 @@ import uuid
 
 import pytest
 
-from game.models import Player
+from game.models import GoldEntry, Player
+from jackpot import services
 from jackpot.models import Contribution, JackpotPool, LedgerEntry, Win
 from tests.jackpot.factories import UserFactory
 
@@ -27,13 +28,23 @@ def test_anyone_lists_the_pools(api_client, pools):
     assert response.status_code == 200
     results = response.json()["results"]
     assert [p["group"] for p in results] == ["minor", "major", "mega"]
-    assert results[0]["amount"] == pools["minor"].amount and "version" in results[0]
+    assert results[0]["amount"] == pools["minor"].amount
+    assert results[0]["version"] == pools["minor"].version
+    assert results[0]["config_version"] == pools["minor"].config_version
 
 
-def test_pool_detail_has_an_etag_and_unknown_group_is_404(api_client, pools):
+def test_pool_detail_has_an_etag_and_unknown_group_is_404(api_client, pools, player):
     response = api_client.get(f"{POOLS}major/")
     assert response.status_code == 200
-    assert response["ETag"] == f'"{pools["major"].version}"'
+    assert response["ETag"] == f'"{pools["major"].config_version}"'
+    assert response["Cache-Control"] == "no-cache"  # the ETag does not follow the amount
+    body = response.json()
+    assert (body["version"], body["config_version"]) == (1, 1)
+    # A bet moves the balance and its version, not the ETag (the configuration's version).
+    services.contribute(player=player, bet=100_000, operation_id="op-etag")
+    again = api_client.get(f"{POOLS}major/")
+    assert again["ETag"] == response["ETag"]
+    assert again.json()["version"] == 2 and again.json()["amount"] > body["amount"]
     missing = api_client.get(f"{POOLS}giga/")
     assert missing.status_code == 404 and missing.json()["code"] == "unknown_group"
 
@@ -120,8 +131,20 @@ def test_staff_awards_a_win(staff_client, pools, player):
         HTTP_IDEMPOTENCY_KEY="win-key",
     )
     assert replay.status_code == 201 and replay["Idempotent-Replayed"] == "true"
+    assert replay.json() == response.json()
     assert Win.objects.count() == 1
     assert Player.objects.get(pk=player.pk).gold == pools["minor"].amount
+    entry = GoldEntry.objects.get(player=player)
+    assert (entry.kind, entry.amount) == ("jackpot_win", pools["minor"].amount)
+    assert entry.reference == Win.objects.get().operation_id
+
+
+def test_a_win_without_a_key_is_refused_and_pays_nothing(staff_client, pools, player):
+    response = staff_client.post(f"{POOLS}minor/wins/", {"player": str(player.pk)}, format="json")
+    assert response.status_code == 400 and response.json()["code"] == "idempotency_key_required"
+    assert not Win.objects.exists() and not GoldEntry.objects.filter(player=player).exists()
+    assert Player.objects.get(pk=player.pk).gold == 0
+    assert JackpotPool.objects.get(group="minor").version == pools["minor"].version
 
 
 def test_game_server_awards_a_win_with_its_token(api_client, pools, player, settings):
@@ -131,6 +154,7 @@ def test_game_server_awards_a_win_with_its_token(api_client, pools, player, sett
         {"player": str(player.pk)},
         format="json",
         HTTP_AUTHORIZATION="Bearer game-server-secret",
+        HTTP_IDEMPOTENCY_KEY="server-win-1",
     )
     assert response.status_code == 201 and response.json()["amount"] == pools["mega"].amount
     wrong = api_client.post(
@@ -138,13 +162,17 @@ def test_game_server_awards_a_win_with_its_token(api_client, pools, player, sett
         {"player": str(player.pk)},
         format="json",
         HTTP_AUTHORIZATION="Bearer nope",
+        HTTP_IDEMPOTENCY_KEY="server-win-2",
     )
     assert wrong.status_code in (401, 403) and "code" in wrong.json()
 
 
 def test_win_refusals(api_client, player_client, pools, player, staff_user):
     url = f"{POOLS}minor/wins/"
-    assert player_client.post(url, {"player": str(player.pk)}, format="json").status_code == 403
+    denied = player_client.post(
+        url, {"player": str(player.pk)}, format="json", HTTP_IDEMPOTENCY_KEY="not-staff"
+    )
+    assert denied.status_code == 403
     api_client.credentials()
     api_client.force_authenticate(staff_user)
     cases = [
@@ -154,8 +182,8 @@ def test_win_refusals(api_client, player_client, pools, player, staff_user):
         (url, {}, 400, "invalid_player"),
         (url, {"player": str(uuid.uuid4())}, 404, "player_not_found"),
     ]
-    for path, body, status, code in cases:
-        response = api_client.post(path, body, format="json")
+    for n, (path, body, status, code) in enumerate(cases):
+        response = api_client.post(path, body, format="json", HTTP_IDEMPOTENCY_KEY=f"refused-{n}")
         assert (response.status_code, response.json()["code"]) == (status, code), body
     assert not Win.objects.exists() and amounts()["minor"] == pools["minor"].amount
 
@@ -173,7 +201,8 @@ def test_patch_config_with_if_match(staff_client, pools):
     )
     assert response.status_code == 200
     assert response.json()["contribution_rate_bp"] == 150
-    assert response["ETag"] == f'"{pools["minor"].version + 1}"'
+    assert response["ETag"] == f'"{pools["minor"].config_version + 1}"'
+    assert response.json()["config_version"] == pools["minor"].config_version + 1
     stale = staff_client.patch(
         url, {"contribution_rate_bp": 160}, format="json", HTTP_IF_MATCH=etag
     )
@@ -199,10 +228,14 @@ def test_patch_config_with_if_match(staff_client, pools):
 def test_patch_refuses_invalid_config(staff_client, pools, body, code):
     url = f"{POOLS}minor/"
     response = staff_client.patch(
-        url, body, format="json", HTTP_IF_MATCH=f'"{pools["minor"].version}"'
+        url, body, format="json", HTTP_IF_MATCH=f'"{pools["minor"].config_version}"'
     )
     assert response.status_code == 400 and response.json()["code"] == code
-    assert JackpotPool.objects.get(group="minor").version == pools["minor"].version
+    pool = JackpotPool.objects.get(group="minor")
+    assert (pool.version, pool.config_version) == (
+        pools["minor"].version,
+        pools["minor"].config_version,
+    )
 
 
 def test_patch_is_staff_only_and_404_for_unknown_group(api_client, pools, player, staff_user):

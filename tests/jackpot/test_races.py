@@ -1,7 +1,8 @@
 """Real threads against real PostgreSQL: no cent lost or doubled under concurrency.
 
-Each race can be shown to fail against the unprotected version: set JACKPOT_RACE_NAIVE=1 to
-run them with the version check (contributions) and the row lock (wins) switched off.
+Each guarded race has a control beside it: the same race run against a naive variant written
+here, in the test (a read-modify-write without the version condition, a win without the row
+lock), which must break. The production services have no switch to turn their guards off.
 
 The contribution race runs 32 workers x 200 bets (about 15 s here); on a slower machine
 JACKPOT_RACE_OPS=60 runs 32 x 60.
@@ -10,10 +11,14 @@ JACKPOT_RACE_OPS=60 runs 32 x 60.
 import contextlib
 import os
 import random
+import time
 from collections import defaultdict
 
 import pytest
-from django.db.models import Sum
+from django.core.management import call_command
+from django.db import transaction
+from django.db.models import F, Sum
+from django.utils import timezone
 
 from game.models import Player
 from jackpot import services
@@ -26,19 +31,48 @@ pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 WORKERS = 32
 OPS_PER_WORKER = int(os.environ.get("JACKPOT_RACE_OPS", "200"))
-NAIVE = os.environ.get("JACKPOT_RACE_NAIVE") == "1"
-
-
-@pytest.fixture(autouse=True)
-def _naive_switch(monkeypatch):
-    if NAIVE:
-        monkeypatch.setattr(services, "VERSION_CHECK", False)
-        monkeypatch.setattr(services, "WIN_ROW_LOCK", False)
 
 
 def assert_audit_ok():
     results = audit_pools()
     assert all(r.ok for r in results), results
+    call_command("jackpot_audit")  # raises CommandError on any mismatch
+
+
+# --- the naive variants (controls only) -----------------------------------------------------
+
+
+def naive_contribute(*, player, bet: int, operation_id: str) -> Contribution:
+    """A contribution as a plain read-modify-write: read the pools, write the new amounts back
+    without `WHERE version = <read>`. The last writer wins, so concurrent bets are lost."""
+    with transaction.atomic():
+        pools = list(JackpotPool.objects.order_by("pk"))
+        split = split_bet(bet, {p.group: p.contribution_rate_bp for p in pools})
+        time.sleep(0.001)  # the time a busy server spends between the read and the write
+        for pool in pools:
+            JackpotPool.objects.filter(pk=pool.pk).update(
+                amount=pool.amount + split.parts[pool.group], version=F("version") + 1
+            )
+        return Contribution.objects.create(
+            operation_id=operation_id,
+            player_id=player,
+            bet=bet,
+            **{f"{g}_amount": part for g, part in split.parts.items()},
+            house_amount=split.remainder,
+        )
+
+
+def naive_win(*, group: str, player, operation_id: str) -> Win:
+    """A win without the row lock: every concurrent winner pays what it read."""
+    with transaction.atomic():
+        pool = JackpotPool.objects.get(group=group)
+        time.sleep(0.02)  # the time a busy server spends between the read and the write
+        JackpotPool.objects.filter(pk=pool.pk).update(
+            amount=pool.seed_amount, version=F("version") + 1, last_modified_at=timezone.now()
+        )
+        return Win.objects.create(
+            operation_id=operation_id, pool=pool, player_id=player, amount=pool.amount
+        )
 
 
 def test_contributions_race_counts_every_accepted_bet_once(uncapped_pools, players):
@@ -166,11 +200,11 @@ def test_contributions_racing_config_changes_and_wins_keep_the_ledger_exact(pool
                 services.update_config(
                     group=group,
                     changes={"contribution_rate_bp": rng.randint(0, 3000)},
-                    expected_version=pool.version,
+                    expected_version=pool.config_version,
                 )
                 changed += 1
-            except PreconditionFailed:
-                pass  # a bet or a win got in first; read again
+            except PreconditionFailed:  # the only configurer: bets and wins never make it stale
+                raise AssertionError("a configuration edit was refused under betting") from None
         return "configurer"
 
     def winner(_):
@@ -200,3 +234,39 @@ def test_contributions_racing_config_changes_and_wins_keep_the_ledger_exact(pool
         assert from_ledger == from_contributions
     paid = Win.objects.aggregate(s=Sum("amount"))["s"]
     assert paid == sum(Player.objects.values_list("gold", flat=True))
+
+
+def test_control_naive_contributions_lose_bets(uncapped_pools, players):
+    """CONTROL: without the version check, concurrent bets overwrite each other's amounts."""
+    initial = {g: p.amount for g, p in uncapped_pools.items()}
+    player_ids = [p.pk for p in players]
+
+    def worker(w):
+        for i in range(25):
+            naive_contribute(player=player_ids[w % 8], bet=100_000, operation_id=f"nv-{w}-{i}")
+
+    outcomes = race(worker, [(w,) for w in range(16)])
+    assert not [o for o in outcomes if isinstance(o, Exception)], outcomes
+    accepted = Contribution.objects.count()
+    assert accepted == 16 * 25
+    expected = {
+        g: initial[g] + (Contribution.objects.aggregate(s=Sum(f"{g}_amount"))["s"] or 0)
+        for g in initial
+    }
+    actual = dict(JackpotPool.objects.values_list("group", "amount"))
+    assert any(actual[g] < expected[g] for g in initial), (actual, expected)
+
+
+def test_control_naive_wins_pay_more_than_the_pool_held(pools, players):
+    """CONTROL: without the row lock, concurrent winners all pay what they read."""
+    services.adjust_pool(group="minor", delta=123_456, operation_id="fund-naive")
+    pool = JackpotPool.objects.get(group="minor")
+    held, seed = pool.amount, pool.seed_amount
+
+    outcomes = race(
+        lambda i: naive_win(group="minor", player=players[i % 4].pk, operation_id=f"nw-{i}"),
+        [(i,) for i in range(8)],
+    )
+    assert not [o for o in outcomes if isinstance(o, Exception)], outcomes
+    paid = sum(o.amount for o in outcomes)
+    assert paid > held + 7 * seed  # more than the pool ever held

@@ -83,7 +83,9 @@ def test_bad_bets_are_refused_and_change_nothing(pools, player, bet, code):
 def test_capped_pool_sends_the_overflow_to_the_house(pools, player):
     minor = pools["minor"]
     services.update_config(
-        group="minor", changes={"max_amount": minor.amount + 50}, expected_version=minor.version
+        group="minor",
+        changes={"max_amount": minor.amount + 50},
+        expected_version=minor.config_version,
     )
     c = services.contribute(player=player, bet=10_000, operation_id="op-cap").contribution
     assert c.minor_amount == 50 and c.overflow_amount == 50  # part was 100
@@ -123,11 +125,11 @@ def test_win_on_unknown_group_or_player_is_refused(pools, player):
     assert not Win.objects.exists() and all_ok()
 
 
-def test_update_config_checks_version_and_rules(pools):
+def test_update_config_checks_the_configuration_version_and_rules(pools):
     minor = pools["minor"]
     with pytest.raises(PreconditionFailed):
         services.update_config(
-            group="minor", changes={"seed_amount": 5}, expected_version=minor.version + 1
+            group="minor", changes={"seed_amount": 5}, expected_version=minor.config_version + 1
         )
     for changes, code in [
         ({"contribution_rate_bp": 10_001}, "rate_out_of_range"),
@@ -139,13 +141,59 @@ def test_update_config_checks_version_and_rules(pools):
         ({"amount": 5}, "unknown_field"),
     ]:
         with pytest.raises(InvalidInput) as info:
-            services.update_config(group="minor", changes=changes, expected_version=minor.version)
+            services.update_config(
+                group="minor", changes=changes, expected_version=minor.config_version
+            )
         assert info.value.code == code
     pool = services.update_config(
-        group="minor", changes={"contribution_rate_bp": 200}, expected_version=minor.version
+        group="minor", changes={"contribution_rate_bp": 200}, expected_version=minor.config_version
     )
-    assert pool.version == minor.version + 1
-    assert JackpotPool.objects.get(group="minor").contribution_rate_bp == 200
+    assert (pool.version, pool.config_version) == (minor.version + 1, minor.config_version + 1)
+    stored = JackpotPool.objects.get(group="minor")
+    assert (stored.contribution_rate_bp, stored.version, stored.config_version) == (
+        200,
+        pool.version,
+        pool.config_version,
+    )
+    # Changing nothing is no new version of either kind.
+    same = services.update_config(
+        group="minor", changes={"contribution_rate_bp": 200}, expected_version=pool.config_version
+    )
+    assert (same.version, same.config_version) == (pool.version, pool.config_version)
+
+
+def test_bets_wins_and_adjustments_move_version_but_not_config_version(pools, player):
+    minor = pools["minor"]
+    services.contribute(player=player, bet=100_000, operation_id="op-cv")
+    services.adjust_pool(group="minor", delta=5, operation_id="adj-cv")
+    services.process_win(group="minor", player=player, operation_id="win-cv")
+    pool = JackpotPool.objects.get(group="minor")
+    assert pool.version == minor.version + 3
+    assert pool.config_version == minor.config_version == 1
+    # So a configuration edit made against the configuration it saw still applies.
+    services.update_config(
+        group="minor", changes={"seed_amount": 1_500}, expected_version=minor.config_version
+    )
+    assert JackpotPool.objects.get(group="minor").config_version == 2
+
+
+def test_adjustment_precondition_names_the_configuration_version(pools, player):
+    minor = pools["minor"]
+    services.contribute(player=player, bet=100_000, operation_id="op-adj-pre")
+    # The balance moved; the configuration did not: the correction applies.
+    pool = services.adjust_pool(
+        group="minor", delta=7, operation_id="adj-pre-1", expected_version=minor.config_version
+    )
+    assert pool.config_version == minor.config_version
+    services.update_config(
+        group="minor", changes={"seed_amount": 1_500}, expected_version=minor.config_version
+    )
+    with pytest.raises(PreconditionFailed):
+        services.adjust_pool(
+            group="minor", delta=7, operation_id="adj-pre-2", expected_version=minor.config_version
+        )
+    assert not LedgerEntry.objects.filter(operation_id="adj-pre-2").exists()
+    assert all_ok()
 
 
 def test_adjustment_is_ledgered_and_bounded(pools):
@@ -155,6 +203,8 @@ def test_adjustment_is_ledgered_and_bounded(pools):
     assert LedgerEntry.objects.get(operation_id="adj-1").kind == "adjustment"
     services.adjust_pool(group="minor", delta=500, operation_id="adj-1")  # once per operation
     assert JackpotPool.objects.get(group="minor").amount == minor.amount + 500
+    with pytest.raises(services.OperationReused):  # the same id for another correction
+        services.adjust_pool(group="minor", delta=501, operation_id="adj-1")
     with pytest.raises(InvalidInput):
         services.adjust_pool(group="minor", delta=-(10**9), operation_id="adj-2")
     assert all_ok()
