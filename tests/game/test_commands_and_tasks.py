@@ -56,6 +56,7 @@ def test_migrate_deletes_the_retired_combat_tick_schedule():
     }
 
 
+@pytest.mark.django_db(transaction=True)  # the database lock backend locks outside transactions
 def test_the_schedule_check_rewrites_old_paths_and_retires_combat_tick():
     old_rows()
     report = storm_schedules.check_schedules()
@@ -130,6 +131,7 @@ def test_the_orchestrator_health_check_lists_every_orchestrator(client, settings
     ]
 
 
+@pytest.mark.django_db(transaction=True)  # the watchdog runs the schedule check (a lock)
 def test_stale_orchestrators_are_pruned_and_the_watchdog_reports_none_running(caplog):
     beat("gone:1", 2 * 3600)
     beat("old:2", 600)
