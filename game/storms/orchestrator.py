@@ -259,7 +259,6 @@ def process_active_combats(
     now: datetime | None = None,
     parallelism: int | None = None,
     batch_size: int | None = None,
-    limit: int | None = None,
 ) -> TickReport:
     """Advance every due running combat by one turn; return what happened.
 
@@ -277,7 +276,7 @@ def process_active_combats(
     due = Combat.objects.filter(status=Combat.Status.RUNNING, next_turn_at__lte=now).order_by(
         "next_turn_at", "pk"
     )
-    ids = list(due.values_list("pk", flat=True)[: limit or None])
+    ids = list(due.values_list("pk", flat=True))
     batches = [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]
     report = TickReport(due=len(ids))
     if parallelism <= 1 or len(batches) <= 1 or connection.in_atomic_block:
