@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # The platform on the embedded default (SQLite, no services) unless DATABASE_URL/REDIS_URL
-# say otherwise: web server and task cluster in the foreground; Ctrl-C stops both.
+# say otherwise: web server, task cluster and orchestrator in the foreground; Ctrl-C stops them.
 run: install
 	DEBUG=$${DEBUG:-1} $(PY) manage.py run_platform
 
