@@ -1,9 +1,30 @@
 """Every change of a jackpot pool: contribute, pay a win, adjust, reconfigure.
 
 Each function owns its transaction with a plain `transaction.atomic()` (not durable): the API's
-idempotency decorator wraps the view in an outer transaction, so here a block may be a
-savepoint. Every change of `amount` writes its ledger rows in the same transaction and bumps
-`version`, which keeps the invariant of `jackpot.models` at every commit.
+idempotency decorator runs the view as the outermost (durable) transaction, which also stores
+the response, so here a block is then a savepoint. Every change of `amount` writes its ledger
+rows in the same transaction and bumps `version`, which keeps the invariant of
+`jackpot.models` at every commit. A configuration change also bumps `config_version`, the
+version a caller's precondition (`expected_version`, If-Match) names.
+
+Once only: two layers, on purpose.
+- HTTP (`nightstorm.idempotency`, `@idempotent(required=True)` on contributions and wins): an
+  Idempotency-Key is required; the decorator stores the response with the work, replays it
+  byte for byte, refuses the key with another body (422) and tells a concurrent duplicate to
+  retry (409). It answers the client. It does not know what the money is.
+- Here, `operation_id` (unique on `Contribution`, `Win`, and per pool and kind on the ledger):
+  a second call with an operation id returns the first result (`replayed`) and never moves
+  money again, whoever calls. Kept because the services are also called without HTTP (the
+  admin's adjustments, keyed by a token rendered into the form; scripts; jobs), where this is
+  the only guarantee; because the idempotency record expires (NIGHTSTORM_IDEMPOTENCY_TTL_HOURS)
+  while the API derives the operation id from the caller and the key, so a late retry still
+  reaches the stored contribution or win; and because a unique index holds whatever happens
+  above it (a claim taken over after its lease expired, a bug). Its cost on the hot path is
+  no extra statement: the contribution's replay probe is an EXISTS inside the pool read, the
+  win's inside its locking read, and the unique index is the one the lookup needs anyway. A
+  locking read's probe sees the snapshot from before its lock wait, so a duplicate that
+  committed during the wait is caught by the unique index; the attempt then rolls back and
+  returns the stored result.
 
 Concurrency, per operation:
 - `contribute` is optimistic: read the three pools, compute the split, then write everything
@@ -32,8 +53,11 @@ Concurrency, per operation:
 - `process_win` and `adjust_pool` are pessimistic: `SELECT … FOR UPDATE` of the one pool,
   bounded by JACKPOT_LOCK_TIMEOUT_MS (a timeout is 503 `busy`), so the amount paid is exactly
   the amount held at that moment.
-- `update_config` checks the caller's expected version (If-Match) and locks all pools, because
-  the sum of the rates is a rule across rows.
+- `update_config` locks all pools, because the sum of the rates is a rule across rows, and
+  compares the caller's `expected_version` with `config_version`: bets and wins do not make a
+  configuration edit stale (they move `version` many times a second), another configuration
+  edit does. `adjust_pool`'s `expected_version` names `config_version` too (a delta is
+  relative; its bounds are checked against the amount under the lock).
 """
 
 import functools

@@ -1,6 +1,7 @@
 """The contribution's writes: one statement on PostgreSQL, all or nothing on every backend."""
 
 import dataclasses
+import re
 import threading
 
 import pytest
@@ -134,3 +135,30 @@ def test_the_locked_read_is_bounded_by_the_lock_timeout(pools, player, settings,
         holder.join()
     result = services.contribute(player=player, bet=10_000, operation_id="op-held")
     assert not result.replayed and all_ok()
+
+
+@pytest.mark.postgres
+def test_a_win_checks_for_a_replay_inside_its_locking_read(pools, player):
+    """The operation-id guard costs no statement of its own: whether the win was paid and
+    whether the player exists are answered by the locking read (lock timeout folded in), and
+    then come only the writes."""
+    with CaptureQueriesContext(connection) as captured:
+        result = services.process_win(group="minor", player=player.pk, operation_id="win-rt")
+    read, *rest = _statements(captured.captured_queries)
+    assert read.startswith("SELECT") and "FOR UPDATE" in read and "set_config" in read
+    assert '"jackpot_win"' in read and '"game_player"' in read  # the two probes
+    writes = [re.match(r'(INSERT INTO|UPDATE) "(\w+)"', s) for s in rest]
+    jackpot = [m.groups() for m in writes if m and m.group(2).startswith("jackpot_")]
+    assert jackpot == [
+        ("INSERT INTO", "jackpot_win"),
+        ("UPDATE", "jackpot_pool"),
+        ("INSERT INTO", "jackpot_ledger"),
+    ], rest
+    assert not any("jackpot_" in s and s.startswith("SELECT") for s in rest), rest
+    assert not result.replayed and all_ok()
+    with CaptureQueriesContext(connection) as captured:
+        again = services.process_win(group="minor", player=player.pk, operation_id="win-rt")
+    assert again.replayed and again.win.pk == result.win.pk
+    assert not any(
+        s.startswith(("INSERT", "UPDATE")) for s in _statements(captured.captured_queries)
+    )
