@@ -1,4 +1,10 @@
-"""Jackpot REST endpoints: thin views over `jackpot.services`."""
+"""Jackpot REST endpoints: thin views over `jackpot.services`.
+
+Money moves only with a key: contributions and wins are `@idempotent(required=True)` (400
+`idempotency_key_required` without one), and the service's operation id is derived from the
+key and the caller, so both layers of once-only (see `jackpot.services`) name the same
+operation. A pool's ETag and If-Match name its configuration version (`config_version`).
+"""
 
 import hashlib
 import uuid
