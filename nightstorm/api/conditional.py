@@ -1,4 +1,5 @@
-"""`If-Match` / `ETag` for versioned resources: the ETag is `"<version>"`."""
+"""`If-Match` / `ETag` for versioned resources: the ETag is `"<n>"`, a version the resource
+chooses (usually `version`; a jackpot pool uses its `config_version`, which bets do not move)."""
 
 import re
 
