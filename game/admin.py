@@ -15,6 +15,7 @@ from game import gold
 from game import selectors as storm_selectors
 from game.models import (
     Combat,
+    CombatTurn,
     GoldEntry,
     Journey,
     NightstormEvent,
@@ -227,6 +228,19 @@ class CombatAdminForm(VersionedAdminForm):
         return cleaned
 
 
+class CombatTurnInline(admin.TabularInline):
+    """The fight turn by turn, as the orchestrator wrote it."""
+
+    model = CombatTurn
+    fields = ("turn", "due_at", "ran_at", "boss_hp")
+    readonly_fields = fields
+    ordering = ("-turn",)
+    extra = 0
+    max_num = 0
+    can_delete = False
+    verbose_name_plural = "turns (latest first)"
+
+
 @admin.register(Combat)
 class CombatAdmin(VersionedModelAdmin):
     form = CombatAdminForm
@@ -246,7 +260,7 @@ class CombatAdmin(VersionedModelAdmin):
         "started_at",
         "finished_at",
     )
-    inlines = [RegistrationInline]
+    inlines = [RegistrationInline, CombatTurnInline]
     actions = ["start_now", "cancel"]
 
     def get_queryset(self, request):

@@ -127,6 +127,8 @@ def test_combat_capacity_cannot_drop_below_the_seats_taken(gm):
         "expected_version": combat.version,
         "registrations-TOTAL_FORMS": 0,
         "registrations-INITIAL_FORMS": 0,
+        "turns-TOTAL_FORMS": 0,
+        "turns-INITIAL_FORMS": 0,
     }
     response = gm.post(url, form)
     assert response.status_code == 200
@@ -138,3 +140,15 @@ def test_combat_capacity_cannot_drop_below_the_seats_taken(gm):
     assert gm.post(url, form).status_code == 302
     combat.refresh_from_db()
     assert combat.capacity == 4
+
+
+def test_a_combat_page_shows_its_turns(gm):
+    from game.models import CombatTurn
+    from tests.game.factories import make_running_combats
+
+    (combat,) = make_running_combats(1, seats=2)
+    now = combat.started_at
+    CombatTurn.objects.create(combat=combat, turn=1, due_at=now, ran_at=now, boss_hp=99_123)
+    page = gm.get(f"/admin/game/combat/{combat.pk}/change/")
+    assert page.status_code == 200
+    assert b"Turns (latest first)" in page.content and b"99123" in page.content
