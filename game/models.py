@@ -22,8 +22,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from nightstorm.errors import DomainError
-from nightstorm.models import OutboxJob, VersionedModel
+from nightstorm.models import AppendOnlyModel, OutboxJob, VersionedModel
 
 
 class Zone(models.Model):
@@ -341,12 +340,6 @@ class Reward(models.Model):
         return f"{self.gold} gold, {self.xp} xp for {self.player_id}"
 
 
-class GoldLedgerIsAppendOnly(DomainError):
-    code = "ledger_append_only"
-    status = 405
-    detail = "Gold ledger rows are never changed or deleted."
-
-
 class GoldKind(models.TextChoices):
     OPENING = "opening"  # the balance a player had when the ledger began, or starts with
     REWARD = "reward"  # a combat reward paid by the retry queue
@@ -354,20 +347,7 @@ class GoldKind(models.TextChoices):
     ADJUSTMENT = "adjustment"  # a game master's signed correction
 
 
-class GoldEntryQuerySet(models.QuerySet):
-    """Refuses bulk updates and deletes in the ORM; PostgreSQL refuses them too (trigger)."""
-
-    def update(self, **kwargs):
-        raise GoldLedgerIsAppendOnly()
-
-    def delete(self):
-        raise GoldLedgerIsAppendOnly()
-
-    def _raw_delete(self, using):
-        raise GoldLedgerIsAppendOnly()
-
-
-class GoldEntry(models.Model):
+class GoldEntry(AppendOnlyModel):
     """One change of one player's gold: signed amount, the balance after it, and its cause.
 
     Written by `game.gold.credit` in the transaction that changes `Player.gold`, so at every
@@ -383,8 +363,6 @@ class GoldEntry(models.Model):
     reference = models.CharField(max_length=120)
     note = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
-
-    objects = GoldEntryQuerySet.as_manager()
 
     class Meta:
         db_table = "game_gold_ledger"
@@ -418,14 +396,6 @@ class GoldEntry(models.Model):
 
     def __str__(self):
         return f"{self.player_id}:{self.kind} {self.amount:+d} -> {self.balance_after}"
-
-    def save(self, *args, **kwargs):
-        if not self._state.adding:
-            raise GoldLedgerIsAppendOnly()
-        super().save(*args, **kwargs)
-
-    def delete(self, *args, **kwargs):
-        raise GoldLedgerIsAppendOnly()
 
 
 class CombatTurn(models.Model):

@@ -14,8 +14,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from game.models import Player
-from nightstorm.errors import DomainError
-from nightstorm.models import VersionedModel
+from nightstorm.models import AppendOnlyModel, VersionedModel
 
 BP_SCALE = 10_000  # basis points in a whole bet
 
@@ -103,25 +102,6 @@ class JackpotPool(VersionedModel):
         return self.group
 
 
-class LedgerIsAppendOnly(DomainError):
-    code = "ledger_append_only"
-    status = 405
-    detail = "Ledger rows are never changed or deleted."
-
-
-class LedgerQuerySet(models.QuerySet):
-    """Refuses bulk updates and deletes in the ORM; the database refuses them too (trigger)."""
-
-    def update(self, **kwargs):
-        raise LedgerIsAppendOnly()
-
-    def delete(self):
-        raise LedgerIsAppendOnly()
-
-    def _raw_delete(self, using):  # the deletion collector's fast path
-        raise LedgerIsAppendOnly()
-
-
 class LedgerKind(models.TextChoices):
     SEED = "seed"  # the pool's first row: +seed_amount at creation
     CONTRIBUTION = "contribution"  # +share of a bet
@@ -130,7 +110,7 @@ class LedgerKind(models.TextChoices):
     ADJUSTMENT = "adjustment"  # a game master's signed correction
 
 
-class LedgerEntry(models.Model):
+class LedgerEntry(AppendOnlyModel):
     """One change of one pool: signed amount, the balance after it, and who caused it.
 
     Append-only: PostgreSQL refuses UPDATE and DELETE with a trigger (django-pgtrigger); on
@@ -148,8 +128,6 @@ class LedgerEntry(models.Model):
     )
     note = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
-
-    objects = LedgerQuerySet.as_manager()
 
     class Meta:
         db_table = "jackpot_ledger"
@@ -189,14 +167,6 @@ class LedgerEntry(models.Model):
 
     def __str__(self):
         return f"{self.pool_id}:{self.kind} {self.amount:+d} -> {self.balance_after}"
-
-    def save(self, *args, **kwargs):
-        if not self._state.adding:
-            raise LedgerIsAppendOnly()
-        super().save(*args, **kwargs)
-
-    def delete(self, *args, **kwargs):
-        raise LedgerIsAppendOnly()
 
 
 class Contribution(models.Model):

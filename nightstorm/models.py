@@ -9,6 +9,8 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 
+from nightstorm.errors import DomainError
+
 
 class SoftDeleteQuerySet(models.QuerySet):
     def delete(self):
@@ -57,6 +59,43 @@ class VersionedModel(models.Model):
         self.version = update_versioned(
             type(self), self.pk, self.version, deleted_at=timezone.now()
         )
+
+
+class LedgerIsAppendOnly(DomainError):
+    code = "ledger_append_only"
+    status = 405
+    detail = "Ledger rows are never changed or deleted."
+
+
+class AppendOnlyQuerySet(models.QuerySet):
+    """Refuses bulk updates and deletes in the ORM; ledgers also refuse them in PostgreSQL
+    itself (a django-pgtrigger `Protect` trigger on the concrete model)."""
+
+    def update(self, **kwargs):
+        raise LedgerIsAppendOnly()
+
+    def delete(self):
+        raise LedgerIsAppendOnly()
+
+    def _raw_delete(self, using):  # the deletion collector's fast path
+        raise LedgerIsAppendOnly()
+
+
+class AppendOnlyModel(models.Model):
+    """Abstract base for ledgers: a row is inserted once and never changed or deleted."""
+
+    objects = AppendOnlyQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise LedgerIsAppendOnly()
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise LedgerIsAppendOnly()
 
 
 class LockLease(models.Model):

@@ -5,8 +5,9 @@ from django.core.management import CommandError, call_command
 from django.db.models import F
 
 from game import gold, rewards
-from game.models import GoldEntry, GoldKind, GoldLedgerIsAppendOnly, Player
+from game.models import GoldEntry, GoldKind, Player
 from nightstorm import outbox
+from nightstorm.models import LedgerIsAppendOnly
 from tests.game.factories import make_players
 from tests.game.test_rewards import _finished_combat_with_rewards
 from tests.helpers import race
@@ -62,9 +63,9 @@ def test_rewards_are_ledgered_and_the_audit_is_clean():
 def test_the_ledger_is_append_only_in_the_orm():
     (player,) = make_players(1)
     entry = gold.credit(player_id=player.pk, amount=1, kind=GoldKind.REWARD, reference="r:1")
-    with pytest.raises(GoldLedgerIsAppendOnly):
+    with pytest.raises(LedgerIsAppendOnly):
         entry.save()
-    with pytest.raises(GoldLedgerIsAppendOnly):
+    with pytest.raises(LedgerIsAppendOnly):
         GoldEntry.objects.filter(pk=entry.pk).delete()
 
 

@@ -10,8 +10,9 @@ from django.db import DatabaseError, transaction
 from game.models import Player
 from jackpot import services
 from jackpot.ledger import audit_pools, split_bet
-from jackpot.models import Contribution, JackpotPool, LedgerEntry, LedgerIsAppendOnly, Win
+from jackpot.models import Contribution, JackpotPool, LedgerEntry, Win
 from nightstorm.errors import InvalidInput, PreconditionFailed
+from nightstorm.models import LedgerIsAppendOnly
 
 
 def amounts():
