@@ -34,7 +34,7 @@ def _arrive_locked(journey: Journey, now: datetime) -> None:
     )
 
 
-# The player (locked), the journey in flight and whether it is due, whether the player holds an
+# The player (locked just before), the journey in flight and whether it is due, whether the player holds an
 # active seat, and the route's time, in one round trip. Plain SQL because this is the hot path
 # of a travel request and compiling the same query through the ORM cost several times the
 # database's work; every value is a bound parameter.
@@ -52,17 +52,19 @@ SELECT p.zone_id,
 """
 
 
+# The lock is a statement of its own, before the state read: in READ COMMITTED a statement that
+# waited for a row lock still reads the other tables as of its start, so a check folded into the
+# locking SELECT would miss the seat that the registration it waited for has just committed.
+_LOCK_PLAYER_SQL = "SELECT 1 FROM game_player WHERE id = %s FOR UPDATE"
+
+
 def _player_state(player_id, destination: Zone, now: datetime):
-    sql = _STATE_SQL
-    if LOCK_PLAYER_ROW and connection.features.has_select_for_update_of:
-        sql += " FOR UPDATE OF p"
-    params = [
-        connection.ops.adapt_datetimefield_value(now),
-        destination.pk,
-        Player._meta.pk.get_db_prep_value(player_id, connection),
-    ]
+    player = Player._meta.pk.get_db_prep_value(player_id, connection)
+    params = [connection.ops.adapt_datetimefield_value(now), destination.pk, player]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        if LOCK_PLAYER_ROW and connection.features.has_select_for_update:
+            cursor.execute(_LOCK_PLAYER_SQL, [player])
+        cursor.execute(_STATE_SQL, params)
         return cursor.fetchone()
 
 
