@@ -9,7 +9,7 @@ import uuid
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Count
+from django.db.models import F
 
 from game import gold
 from game import selectors as storm_selectors
@@ -213,14 +213,17 @@ class RegistrationInline(admin.TabularInline):
 
 class CombatAdminForm(VersionedAdminForm):
     """Capacity may not drop below the seats already taken (invariant: never more participants
-    than capacity). `super().clean()` has locked the combat row, and registration takes the
-    same lock, so no seat can be added between this count and the save."""
+    than capacity). A friendly form error for what the database refuses anyway: the CHECK
+    `seats <= capacity` holds whatever a concurrent registration claims in between."""
 
     def clean(self):
         cleaned = super().clean()
         capacity = cleaned.get("capacity")
         if capacity is not None and not self.instance._state.adding:
-            seats = Registration.objects.filter(combat=self.instance).count()
+            # The row is locked now: take the counter as it is, so the save cannot write back
+            # a stale one.
+            seats = Combat.objects.filter(pk=self.instance.pk).values_list("seats", flat=True)[0]
+            self.instance.seats = seats
             if capacity < seats:
                 self.add_error(
                     "capacity", f"{seats} players already hold seats; capacity cannot be lower."
@@ -252,6 +255,7 @@ class CombatAdmin(VersionedModelAdmin):
         "zone",
         "index",
         "status",
+        "seats",
         "turn",
         "boss_hp",
         "boss_max_hp",
@@ -264,7 +268,7 @@ class CombatAdmin(VersionedModelAdmin):
     actions = ["start_now", "cancel"]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(n_participants=Count("registrations"))
+        return super().get_queryset(request).annotate(n_participants=F("seats"))
 
     @admin.display(description="players", ordering="n_participants")
     def participants(self, combat):

@@ -1,7 +1,7 @@
 """Reads that take more than one query: zones with their next Nightstorm, events with their
 combats and seat counts (a fixed number of queries however many rows)."""
 
-from django.db.models import Count, Prefetch
+from django.db.models import F, Prefetch
 
 from game.models import Combat, NightstormEvent, Zone
 
@@ -45,7 +45,9 @@ def zone_storm_annotations() -> dict:
 
 
 def combats_with_counts():
-    return Combat.objects.annotate(participant_count=Count("registrations"))
+    """Combats with `participant_count`: the seats counter, which is the count of their
+    registration rows (see `Combat.seats`), so no join or aggregate is needed."""
+    return Combat.objects.annotate(participant_count=F("seats"))
 
 
 def nightstorm_events():

@@ -11,7 +11,7 @@ from game import registration, travel
 from game.errors import AlreadyThere, AlreadyTraveling, InCombat, UnknownZone
 from game.models import Journey, Player
 from tests.game.conftest import THREADS
-from tests.game.factories import ZoneFactory, make_event, make_players, make_zones
+from tests.game.factories import make_event, make_players, make_zones
 from tests.helpers import race
 
 
@@ -90,7 +90,7 @@ def test_refusals_and_arrival():
 def test_player_in_combat_cannot_travel():
     home, away = make_zones(2)
     (player,) = make_players(1, zone=home)
-    combat = make_event(ZoneFactory()).combats.first()
+    combat = make_event(home).combats.first()
     registration.register(player_id=player.pk, combat_id=combat.pk)
     with pytest.raises(InCombat):
         travel.start_travel(player_id=player.pk, zone_code=away.code)
