@@ -79,6 +79,7 @@ class World:
                     index=i + 1,
                     status="running",
                     capacity=SEATS,
+                    seats=SEATS,
                     boss_max_hp=10**9,
                     boss_hp=10**9,
                     next_turn_at=now,

@@ -310,14 +310,16 @@ class Registration(models.Model):
         triggers = [
             # A seat removed by any path (admin, cascade, a fix-up) is given back to its combat,
             # so `Combat.seats` stays the count of its rows. Seats are only ever added by the
-            # claim in game.registration, which raises the counter itself.
+            # claim in game.registration, which raises the counter itself; rows bulk-written
+            # around it (fixtures of running combats) may have left it low, and deleting them
+            # must not fail, hence the floor at 0.
             pgtrigger.Trigger(
                 name="give_back_seat",
                 when=pgtrigger.After,
                 operation=pgtrigger.Delete,
                 func=(
-                    "UPDATE game_combat SET seats = seats - 1 WHERE id = OLD.combat_id; "
-                    "RETURN NULL;"
+                    "UPDATE game_combat SET seats = GREATEST(seats - 1, 0) "
+                    "WHERE id = OLD.combat_id; RETURN NULL;"
                 ),
             ),
         ]

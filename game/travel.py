@@ -34,10 +34,10 @@ def _arrive_locked(journey: Journey, now: datetime) -> None:
     )
 
 
-# The player (locked just before), the journey in flight and whether it is due, whether the player holds an
-# active seat, and the route's time, in one round trip. Plain SQL because this is the hot path
-# of a travel request and compiling the same query through the ORM cost several times the
-# database's work; every value is a bound parameter.
+# The player (locked just before), the journey in flight and whether it is due, whether the
+# player holds an active seat, and the route's time, in one round trip. Plain SQL because this
+# is the hot path of a travel request and compiling the same query through the ORM cost several
+# times the database's work; every value is a bound parameter.
 _STATE_SQL = """
 SELECT p.zone_id,
        (SELECT j.id FROM game_journey j
