@@ -8,8 +8,9 @@ claimed by one conditional statement on the combat's counter,
 
 which PostgreSQL evaluates against the latest committed row (a claim that waited re-checks the
 condition), so at most `capacity` claims succeed. The combat row is held only from that UPDATE
-to the commit, i.e. for the insert of the seat; the losers are refused from a plain read
-without waiting at all. A CHECK constraint (`seats <= capacity`) backs the counter up.
+to the commit, i.e. for the insert of the seat; the losers are refused from one plain read
+before any transaction, without waiting at all. A CHECK constraint (`seats <= capacity`) backs
+the counter up.
 
 A player may join only from the combat's zone and not while on a journey (a journey whose
 arrival time has passed counts as arrived). The player's row is locked first, in a statement of
@@ -94,11 +95,11 @@ def _uuid_param(value):
     return Combat._meta.pk.get_db_prep_value(value, connection)
 
 
-def _state(player_id, combat_id, now: datetime):
+def _state(player_id, combat_id, now: datetime, *, lock: bool):
     player = Player._meta.pk.get_db_prep_value(player_id, connection)
     combat = _uuid_param(combat_id)
     with connection.cursor() as cursor:
-        if connection.features.has_select_for_update:
+        if lock and connection.features.has_select_for_update:
             # The lock is its own statement: in READ COMMITTED a statement that waited for a
             # row lock still reads every other table as of its start, so a check folded into
             # the locking SELECT would miss the journey whose commit it waited for.
@@ -109,18 +110,8 @@ def _state(player_id, combat_id, now: datetime):
         return cursor.fetchone()
 
 
-def _claim_seat(combat_id, now: datetime) -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _CLAIM_SQL, [connection.ops.adapt_datetimefield_value(now), _uuid_param(combat_id)]
-        )
-        return cursor.rowcount == 1
-
-
-@transient_retry(name="registration.register")
-def _register_in_transaction(player_id, combat_id, now: datetime) -> Registration:
-    set_lock_timeout()
-    row = _state(player_id, combat_id, now)
+def _check(row) -> None:
+    """Raise the first reason the state `row` refuses a seat, in the documented order."""
     if row is None:
         raise NoPlayer()
     zone_id, flight_to, flight_due, active, here, combat_zone, status, seats, capacity = row
@@ -139,7 +130,21 @@ def _register_in_transaction(player_id, combat_id, now: datetime) -> Registratio
     if zone_id != combat_zone:
         raise NotInCombatZone()
     if seats >= capacity:
-        raise CombatFull()  # as last committed; refused without touching the combat row
+        raise CombatFull()
+
+
+def _claim_seat(combat_id, now: datetime) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _CLAIM_SQL, [connection.ops.adapt_datetimefield_value(now), _uuid_param(combat_id)]
+        )
+        return cursor.rowcount == 1
+
+
+@transient_retry(name="registration.register")
+def _register_in_transaction(player_id, combat_id, now: datetime) -> Registration:
+    set_lock_timeout()
+    _check(_state(player_id, combat_id, now, lock=True))
     if not _claim_seat(combat_id, now):
         # Filled or closed since the read above: say which.
         closed = Combat.objects.filter(pk=combat_id).exclude(status=Combat.Status.OPEN).exists()
@@ -157,6 +162,11 @@ def register(*, player_id, combat_id, now: datetime | None = None) -> Registrati
     """
     now = now or timezone.now()
     try:
+        # Most requests of a storm are refused (the combat is full). A refusal read without
+        # any lock is still true at the moment of that read (a seat taken stays taken, a
+        # closed combat stays closed), so it is answered from one plain read, outside the
+        # transaction that a seat needs.
+        _check(_state(player_id, combat_id, now, lock=False))
         with busy_on_lock_timeout():
             try:
                 seat = _register_in_transaction(player_id, combat_id, now)
