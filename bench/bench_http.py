@@ -9,8 +9,10 @@ ceiling measured in the same run, and its p99 beside the goal (250 ms reads, 500
 
 Workloads: reads (`players/me`, `zones`, `jackpots`, `nightstorms`), writes (a jackpot
 contribution with an Idempotency-Key, a combat registration, a travel start) and a mix of all.
-Writes use distinct players and keys, so every request does the work (a registration fills
-combats of 10 seats, so most of a storm is 409 `combat_full`, as in a real storm).
+Writes use distinct players and keys, so every request does the work (twenty players try each
+10-seat combat, so half of a registration storm is 409 `combat_full`, as in a real storm).
+The machine's load drifts, so the DRF ceiling is measured right before each workload and once
+after the last; a workload's ratio is to the mean of the two ceilings around it.
 
 The benchmark's players (`httpbench…`) and zones (`HB1`, `HB2`) stay between runs: their
 contributions are in the append-only jackpot ledger, which refuses deletes. Their seats,
@@ -38,7 +40,7 @@ from pathlib import Path
 from django.db import connections
 from django.utils import timezone
 
-from bench.common import Row
+from bench.common import Row, median
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAN_SCRIPT = Path(__file__).resolve().parent / "wrk" / "plan.lua"
@@ -48,14 +50,16 @@ THREADS = int(os.environ.get("BENCH_HTTP_THREADS", "4"))
 WRK_CONNECTIONS = int(os.environ.get("BENCH_HTTP_CONNECTIONS", "16"))
 SECONDS = float(os.environ.get("BENCH_HTTP_SECONDS", "8"))
 WARMUP_SECONDS = 3.0
+CEILING_SECONDS = 3.0
 PROFILE = os.environ.get("BENCH_HTTP_PROFILE") == "1"
 
 PREFIX = "httpbench"
 READERS = 200
 REGISTRANTS = 3000
 TRAVELLERS = 3000
-EVENTS = 100  # x 3 combats x 10 seats = 3,000 seats
+EVENTS = 50  # x 3 combats x 10 seats: 1,500 seats for 3,000 registrants
 BET = 100
+READS = ("players/me", "zones", "jackpots", "nightstorms")
 
 READ_GOAL, WRITE_GOAL, MIX_GOAL = 0.6, 0.4, 0.4
 READ_P99_MS, WRITE_P99_MS = 250, 500
@@ -371,9 +375,10 @@ def contribution_lines(world: HttpWorld, n: int, tag: str) -> list[str]:
 
 
 def registration_lines(world: HttpWorld) -> list[str]:
-    # Player i tries combat i // 10: ten contenders per combat, arriving together.
+    # Player i tries combat i // 20: twenty contenders for each combat's ten seats, arriving
+    # together, so half of them are refused (409 combat_full), as in a storm.
     return [
-        _line("POST", f"/api/v1/combats/{world.combat_ids[i // 10]}/registrations/", token)
+        _line("POST", f"/api/v1/combats/{world.combat_ids[i // 20]}/registrations/", token)
         for i, token in enumerate(world.registrants)
     ]
 
@@ -425,6 +430,10 @@ def _note(result: dict) -> str:
     )
 
 
+def _mean(a: dict, b: dict) -> dict:
+    return {k: (a[k] + b[k]) / 2 for k in ("rate", "p50_ms", "p99_ms")}
+
+
 def run() -> list[Row]:
     if connections["default"].vendor != "postgresql":
         return []
@@ -434,37 +443,32 @@ def run() -> list[Row]:
     world.reset()
     connections.close_all()
     server = Server()
+    django_lines = [_line("GET", "/bench/ceiling/django/")]
+    drf_lines = [_line("GET", "/bench/ceiling/drf/", t) for t in world.readers]
+    workloads = [
+        *((f"GET {e}", "read", lambda e=e: read_lines(world, e)) for e in READS),
+        ("POST contribution (with key)", "write", lambda: contribution_lines(world, 20000, "w")),
+        ("POST combat registration", "write", lambda: registration_lines(world)),
+        ("POST travel", "write", lambda: travel_lines(world)),
+        ("mix", "mix", lambda: mix_lines(world)),
+    ]
     results: dict[str, dict] = {}
+    ceilings: list[dict] = []
     try:
-        drf_token = world.readers[0]
-        ceilings = {
-            "ceiling: minimal Django view": [_line("GET", "/bench/ceiling/django/")],
-            "ceiling: DRF view, token auth": [
-                _line("GET", "/bench/ceiling/drf/", t) for t in world.readers
-            ],
-        }
-        warm = [line for lines in ceilings.values() for line in lines]
-        for endpoint in ("players/me", "zones", "jackpots", "nightstorms"):
+        warm = django_lines + drf_lines
+        for endpoint in READS:
             warm += read_lines(world, endpoint)[:20]
         run_wrk(wrk, server, warm, WARMUP_SECONDS, "warmup")
-        assert drf_token
-        for name, lines in ceilings.items():
-            results[name] = run_wrk(wrk, server, lines, SECONDS, name.split(":")[0])
-        for endpoint in ("players/me", "zones", "jackpots", "nightstorms"):
-            results[f"GET {endpoint}"] = run_wrk(
-                wrk, server, read_lines(world, endpoint), SECONDS, endpoint.replace("/", "-")
-            )
-        results["POST contribution (with key)"] = run_wrk(
-            wrk, server, contribution_lines(world, 20000, "w"), SECONDS, "contribution"
-        )
-        world.reset()
-        results["POST combat registration"] = run_wrk(
-            wrk, server, registration_lines(world), SECONDS, "registration"
-        )
-        world.reset()
-        results["POST travel"] = run_wrk(wrk, server, travel_lines(world), SECONDS, "travel")
-        world.reset()
-        results["mix"] = run_wrk(wrk, server, mix_lines(world), SECONDS, "mix")
+        results["django"] = run_wrk(wrk, server, django_lines, SECONDS, "django-ceiling")
+        # The machine's load drifts: the DRF ceiling is measured right before each workload
+        # (and once after the last), and each workload is compared with the mean of the two
+        # ceilings around it.
+        for name, kind, lines in workloads:
+            ceilings.append(run_wrk(wrk, server, drf_lines, CEILING_SECONDS, "drf-ceiling"))
+            if kind != "read":
+                world.reset()
+            results[name] = run_wrk(wrk, server, lines(), SECONDS, name.split()[-1])
+        ceilings.append(run_wrk(wrk, server, drf_lines, CEILING_SECONDS, "drf-ceiling"))
     finally:
         server.stop()
         try:
@@ -472,8 +476,12 @@ def run() -> list[Row]:
         except Exception as exc:  # report the figures even if cleaning up failed
             print(f"  cleanup failed: {exc}", file=sys.stderr)
 
-    django_ceiling = results["ceiling: minimal Django view"]
-    drf = results["ceiling: DRF view, token auth"]
+    django_ceiling = results.pop("django")
+    drf_all = {
+        "rate": sum(c["rate"] for c in ceilings) / len(ceilings),
+        "p50_ms": median([c["p50_ms"] for c in ceilings]),
+        "p99_ms": median([c["p99_ms"] for c in ceilings]),
+    }
     setup = f"gunicorn {WORKERS} workers x {THREADS} threads, wrk {WRK_CONNECTIONS} connections"
     rows = [
         Row(
@@ -486,19 +494,22 @@ def run() -> list[Row]:
         Row(
             "http ceiling: DRF view with token auth (vs Django view)",
             "req/s",
-            drf["rate"],
+            drf_all["rate"],
             django_ceiling["rate"],
-            note=_note(drf),
+            note=(
+                f"mean of {len(ceilings)} runs of {CEILING_SECONDS:.0f} s, one before each "
+                f"workload: {', '.join(str(round(c['rate'])) for c in ceilings)} req/s; median "
+                f"p50 {drf_all['p50_ms']:.1f} ms, p99 {drf_all['p99_ms']:.1f} ms"
+            ),
         ),
     ]
-    for name, result in results.items():
-        if name.startswith("ceiling"):
-            continue
-        kind = "mix" if name == "mix" else ("read" if name.startswith("GET") else "write")
+    for k, (name, kind, _) in enumerate(workloads):
+        result, drf = results[name], _mean(ceilings[k], ceilings[k + 1])
         goal = {"read": READ_GOAL, "write": WRITE_GOAL, "mix": MIX_GOAL}[kind]
         p99_goal = READ_P99_MS if kind == "read" else WRITE_P99_MS
         label = "http mix (reads and writes)" if kind == "mix" else f"http {name}"
-        rows.append(Row(label, "req/s", result["rate"], drf["rate"], goal=goal, note=_note(result)))
+        note = f"{_note(result)}; DRF ceiling around it {drf['rate']:.0f} req/s"
+        rows.append(Row(label, "req/s", result["rate"], drf["rate"], goal=goal, note=note))
         rows.append(
             Row(
                 f"{label}, p99",
