@@ -231,10 +231,9 @@ def summarize_profile(path: Path, name: str, top: int = 18) -> str:
                 if layer in where:
                     key = f"[{layer}] {func}" if layer != "psycopg" else "[psycopg] (all)"
                     break
-            if key is None and (
-                "/game/" in where or "/jackpot/" in where or "/nightstorm/" in where
-            ):
-                key = f"{func} ({where.split('/h3/')[-1].split('/wt/')[-1]})"
+            ours = where.rsplit("/", 2)[-2:]  # py-spy shortens paths to sys.path entries
+            if key is None and ours[0] in ("game", "jackpot", "nightstorm", "storms", "api"):
+                key = f"{func} ({'/'.join(ours)})"
             if key and key not in seen:
                 seen.add(key)
                 inclusive[key] += n

@@ -6,6 +6,7 @@ handler as `{"code", "detail"}`.
 
 import uuid
 
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.generics import ListAPIView
@@ -96,11 +97,11 @@ class RegistrationOut(serializers.Serializer):
 # --- helpers --------------------------------------------------------------------------------
 
 
-def _player_of(request) -> Player:
-    player = Player.objects.select_related("zone").filter(user=request.user).first()
-    if player is None:
+def _player_id_of(request):
+    player_id = Player.objects.filter(user=request.user).values_list("pk", flat=True).first()
+    if player_id is None:
         raise NoPlayer()
-    return player
+    return player_id
 
 
 def _render_player(player: Player, journey) -> dict:
@@ -142,12 +143,14 @@ class PlayerMeView(APIView):
 
     @extend_schema(responses=PlayerOut)
     def get(self, request):
-        player_id = Player.objects.filter(user=request.user).values_list("pk", flat=True).first()
-        if player_id is None:
+        now = timezone.now()
+        player = selectors.player_of_user(request.user, now=now)
+        if player is None:
             raise NoPlayer()
-        # Apply a due arrival before reading the player, so `zone` is already the new one.
-        journey = travel.current_journey(player_id=player_id)
-        player = Player.objects.select_related("zone").get(pk=player_id)
+        journey = travel.current_journey(player_id=player.pk, now=now) if player.traveling else None
+        if player.arrival_due:
+            # The arrival was applied just now: read the player again for its new zone.
+            player = Player.objects.select_related("zone").get(pk=player.pk)
         return Response(_render_player(player, journey), headers={"ETag": etag_for(player.version)})
 
 
@@ -161,19 +164,21 @@ class TravelView(APIView):
     def post(self, request):
         data = TravelInput(data=request.data)
         data.is_valid(raise_exception=True)
-        player = _player_of(request)
-        journey = travel.start_travel(player_id=player.pk, zone_code=data.validated_data["zone"])
+        player_id = _player_id_of(request)
+        journey = travel.start_travel(player_id=player_id, zone_code=data.validated_data["zone"])
         return Response(JourneyOut(journey).data, status=status.HTTP_202_ACCEPTED)
 
 
 class ZoneListView(APIView):
     """All 81 zones at once (not paginated), with the next Nightstorm's time when scheduled."""
 
+    authentication_classes = []  # public: a token sent anyway is not looked up
     permission_classes = [AllowAny]
 
     @extend_schema(responses=ZoneOut(many=True))
     def get(self, request):
-        return Response(ZoneOut(selectors.zones_with_next_nightstorm(), many=True).data)
+        # Plain rows in ZoneOut's shape: a serializer per zone cost more than the query.
+        return Response(selectors.zones_with_next_nightstorm())
 
 
 class NightstormListView(ListAPIView):
@@ -184,6 +189,11 @@ class NightstormListView(ListAPIView):
 
     def get_queryset(self):
         return selectors.nightstorm_events()
+
+    def list(self, request, *args, **kwargs):
+        # Plain rows in EventOut's shape (3 queries a page: count, events, their combats).
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(selectors.with_combats(page))
 
 
 class CombatDetailView(APIView):
@@ -210,6 +220,5 @@ class CombatRegistrationView(APIView):
     @idempotent
     def post(self, request, pk):
         combat_id = _combat_id(pk)
-        player = _player_of(request)
-        seat = registration.register(player_id=player.pk, combat_id=combat_id)
+        seat = registration.register(player_id=_player_id_of(request), combat_id=combat_id)
         return Response(RegistrationOut(seat).data, status=status.HTTP_201_CREATED)

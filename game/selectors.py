@@ -1,28 +1,49 @@
 """Reads that take more than one query: zones with their next Nightstorm, events with their
 combats and seat counts (a fixed number of queries however many rows)."""
 
-from django.db.models import F, Prefetch
+from datetime import datetime
 
-from game.models import Combat, NightstormEvent, Zone
+from django.db.models import Exists, F, OuterRef, Subquery, Value
+from django.db.models.functions import Concat
+
+from game.models import Combat, Journey, NightstormEvent, Player, Zone
 
 
-def zones_with_next_nightstorm() -> list[Zone]:
-    """All zones, each with `next_nightstorm_at` from its django-q2 schedule (None if none)."""
-    from game.storms.schedules import zone_schedules
+def zones_with_next_nightstorm() -> list[dict]:
+    """All zones as `{code, name, region, next_nightstorm_at}` (the time from the zone's
+    django-q2 schedule, None if it has none), in one query and without model instances: the
+    zones list is one of the most read endpoints."""
+    from django_q.models import Schedule
 
-    schedules = zone_schedules()
-    zones = list(Zone.objects.order_by("code"))
-    for zone in zones:
-        schedule = schedules.get(zone.code)
-        zone.next_nightstorm_at = schedule.next_run if schedule else None
-    return zones
+    from game.storms.schedules import PREFIX
+
+    schedule = Schedule.objects.filter(name=Concat(Value(PREFIX), OuterRef("code")))
+    return list(
+        Zone.objects.order_by("code")
+        .annotate(next_nightstorm_at=Subquery(schedule.values("next_run")[:1]))
+        .values("code", "name", "region", "next_nightstorm_at")
+    )
+
+
+def player_of_user(user, *, now: datetime):
+    """The user's player with its zone, `traveling` (a journey is in flight) and `arrival_due`
+    (that journey has arrived by `now`, so its arrival must be applied before the zone is
+    shown). One query; None when the user has no player."""
+    in_flight = Journey.objects.filter(player=OuterRef("pk"), arrived_at__isnull=True)
+    return (
+        Player.objects.select_related("zone")
+        .annotate(
+            traveling=Exists(in_flight),
+            arrival_due=Exists(in_flight.filter(arrives_at__lte=now)),
+        )
+        .filter(user=user)
+        .first()
+    )
 
 
 def zone_storm_annotations() -> dict:
     """Per-zone columns for the admin: the schedule's next run, its last task's start and
     outcome, and the latest event's slot and state (subqueries: one query for the page)."""
-    from django.db.models import OuterRef, Subquery, Value
-    from django.db.models.functions import Concat
     from django_q.models import Schedule, Task
 
     from game.storms.schedules import PREFIX
@@ -51,9 +72,35 @@ def combats_with_counts():
 
 
 def nightstorm_events():
-    """Events newest first, with their combats and seat counts prefetched (3 queries a page)."""
+    """Events newest first, as rows of `id, zone (code), slot, state` (paginate, then call
+    `with_combats` on the page)."""
     return (
-        NightstormEvent.objects.select_related("zone")
-        .order_by("-slot", "zone__code")
-        .prefetch_related(Prefetch("combats", queryset=combats_with_counts().order_by("index")))
+        NightstormEvent.objects.order_by("-slot", "zone__code")
+        .annotate(zone_code=F("zone__code"))
+        .values("id", "zone_code", "slot", "state")
     )
+
+
+def with_combats(events: list[dict]) -> list[dict]:
+    """The page of `nightstorm_events()` rendered with each event's combats and seat counts:
+    one more query for the whole page."""
+    combats: dict = {e["id"]: [] for e in events}
+    rows = (
+        Combat.objects.filter(event_id__in=list(combats))
+        .order_by("event_id", "index")
+        .values_list("event_id", "id", "status", "capacity", "seats")
+    )
+    for event_id, pk, status, capacity, seats in rows:
+        combats[event_id].append(
+            {"id": pk, "status": status, "capacity": capacity, "participant_count": seats}
+        )
+    return [
+        {
+            "id": e["id"],
+            "zone": e["zone_code"],
+            "slot": e["slot"],
+            "state": e["state"],
+            "combats": combats[e["id"]],
+        }
+        for e in events
+    ]
