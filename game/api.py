@@ -6,7 +6,6 @@ handler as `{"code", "detail"}`.
 
 import uuid
 
-from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.generics import ListAPIView
@@ -16,7 +15,8 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from game import players, registration, selectors, travel
-from game.errors import CombatNotFound, NoPlayer
+from game.auth import PLAYER_AUTHENTICATION, player_of
+from game.errors import CombatNotFound
 from game.models import Player
 from nightstorm.api.conditional import etag_for
 from nightstorm.idempotency import idempotent
@@ -97,13 +97,6 @@ class RegistrationOut(serializers.Serializer):
 # --- helpers --------------------------------------------------------------------------------
 
 
-def _player_id_of(request):
-    player_id = Player.objects.filter(user=request.user).values_list("pk", flat=True).first()
-    if player_id is None:
-        raise NoPlayer()
-    return player_id
-
-
 def _render_player(player: Player, journey) -> dict:
     player.journey_in_flight = journey
     return PlayerOut(player).data
@@ -139,15 +132,13 @@ class RegisterView(APIView):
 class PlayerMeView(APIView):
     """The caller's player, with the journey in flight (an arrival due is applied first)."""
 
+    authentication_classes = PLAYER_AUTHENTICATION
     permission_classes = [IsAuthenticated]
 
     @extend_schema(responses=PlayerOut)
     def get(self, request):
-        now = timezone.now()
-        player = selectors.player_of_user(request.user, now=now)
-        if player is None:
-            raise NoPlayer()
-        journey = travel.current_journey(player_id=player.pk, now=now) if player.traveling else None
+        player = player_of(request)
+        journey = travel.current_journey(player_id=player.pk) if player.traveling else None
         if player.arrival_due:
             # The arrival was applied just now: read the player again for its new zone.
             player = Player.objects.select_related("zone").get(pk=player.pk)
@@ -157,6 +148,7 @@ class PlayerMeView(APIView):
 class TravelView(APIView):
     """Start a journey to another zone (202 with `arrives_at`)."""
 
+    authentication_classes = PLAYER_AUTHENTICATION
     permission_classes = [IsAuthenticated]
 
     @extend_schema(request=TravelInput, responses={202: JourneyOut})
@@ -164,7 +156,7 @@ class TravelView(APIView):
     def post(self, request):
         data = TravelInput(data=request.data)
         data.is_valid(raise_exception=True)
-        player_id = _player_id_of(request)
+        player_id = player_of(request).pk
         journey = travel.start_travel(player_id=player_id, zone_code=data.validated_data["zone"])
         return Response(JourneyOut(journey).data, status=status.HTTP_202_ACCEPTED)
 
@@ -214,11 +206,12 @@ class CombatDetailView(APIView):
 class CombatRegistrationView(APIView):
     """Take a seat in an open combat."""
 
+    authentication_classes = PLAYER_AUTHENTICATION
     permission_classes = [IsAuthenticated]
 
     @extend_schema(request=None, responses={201: RegistrationOut})
     @idempotent
     def post(self, request, pk):
         combat_id = _combat_id(pk)
-        seat = registration.register(player_id=_player_id_of(request), combat_id=combat_id)
+        seat = registration.register(player_id=player_of(request).pk, combat_id=combat_id)
         return Response(RegistrationOut(seat).data, status=status.HTTP_201_CREATED)

@@ -3,7 +3,8 @@ of them shows up here (their throughput is measured in `python -m bench http`).
 
 Counts are for PostgreSQL (the production database), where the write paths also set their
 lock timeout and lock the player in statements of their own. Each request authenticates with
-a token: one query (the token and its user).
+a token: one query (the token and its user; for the player's endpoints also the player, its
+zone and whether it is travelling, see `game.auth`).
 """
 
 import pytest
@@ -49,39 +50,40 @@ def test_reads(client, player, django_assert_num_queries):
     for _ in range(3):
         make_event(player.zone)
     q = django_assert_num_queries
-    # token; the player with its zone and whether a journey is in flight or due
-    _count(q, 2, lambda: client.get("/api/v1/players/me/"))
+    # the token with its user, player, zone and whether a journey is in flight or due
+    _count(q, 1, lambda: client.get("/api/v1/players/me/"))
     # zones with their next Nightstorm: one query (public: the token is not looked up)
     _count(q, 1, lambda: client.get("/api/v1/zones/"))
     # token; count, page of events, their combats
     _count(q, 4, lambda: client.get("/api/v1/nightstorms/"))
-    # count, page of pools (public)
-    _count(q, 2, lambda: client.get("/api/v1/jackpots/"))
+    # the pools (public; a handful, so no COUNT)
+    _count(q, 1, lambda: client.get("/api/v1/jackpots/"))
 
 
 def test_players_me_while_travelling_and_on_arrival(client, player, django_assert_num_queries):
     now = timezone.now()
     travel.start_travel(player_id=player.pk, zone_code="ASH2", now=now)
     # + the journey in flight with its zones
-    _count(django_assert_num_queries, 3, lambda: client.get("/api/v1/players/me/"))
+    _count(django_assert_num_queries, 2, lambda: client.get("/api/v1/players/me/"))
 
 
 def test_writes(client, player, django_assert_num_queries):
     combat = make_event(player.zone).combats.order_by("index").first()
     q = django_assert_num_queries
-    # token; player id; the unlocked read of the checks; then the transaction (a savepoint
-    # here, BEGIN/COMMIT in production): lock timeout, player lock, locked read, claim, insert
-    _count(q, 10, lambda: client.post(f"/api/v1/combats/{combat.pk}/registrations/"))
+    # token (with the player); the unlocked read of the checks; then the transaction (a
+    # savepoint here, BEGIN/COMMIT in production): lock timeout, player lock, locked read,
+    # claim, insert
+    _count(q, 9, lambda: client.post(f"/api/v1/combats/{combat.pk}/registrations/"))
     Registration.objects.filter(player=player).delete()
-    # token; player id; destination zone; the transaction: lock timeout, player lock, state,
-    # insert; the journey's origin zone for the answer
+    # token (with the player); destination zone; the transaction: lock timeout, player lock,
+    # state, insert; the journey's origin zone for the answer
     body = {"zone": "ASH2"}
-    _count(q, 10, lambda: client.post("/api/v1/players/me/travel/", body, format="json"))
-    # token; idempotency claim; the view's durable transaction: player id, the contribution
-    # (pools read, one write statement), the stored answer
+    _count(q, 9, lambda: client.post("/api/v1/players/me/travel/", body, format="json"))
+    # token (with the player); idempotency claim; the view's durable transaction: the
+    # contribution (pools read, one write statement), the stored answer
     _count(
         q,
-        10,
+        9,
         lambda: client.post(
             "/api/v1/jackpots/contributions/",
             {"bet": 100},

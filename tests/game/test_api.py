@@ -128,6 +128,15 @@ def test_me_needs_auth_and_a_player(api_client, world):
     _error(api_client.get("/api/v1/players/me/"), 404, "no_player")
 
 
+def test_a_token_whose_player_was_deleted_finds_no_player(client, player):
+    assert client.get("/api/v1/players/me/").status_code == 200
+    player.soft_delete()
+    _error(client.get("/api/v1/players/me/"), 404, "no_player")
+    _error(
+        client.post("/api/v1/players/me/travel/", {"zone": "ASH2"}, format="json"), 404, "no_player"
+    )
+
+
 def test_travel_and_lazy_arrival(client, player):
     response = client.post("/api/v1/players/me/travel/", {"zone": "ASH2"}, format="json")
     assert response.status_code == 202, response.content
