@@ -1,11 +1,27 @@
-"""Prometheus metrics shared by the toolkit and the apps.
+"""Prometheus metrics shared by the toolkit and the apps, and how each process exports them.
 
 Apps define their own metrics beside their code with `prometheus_client`; these are the ones
-every concurrency path reports through. Under gunicorn with several workers, set
-`PROMETHEUS_MULTIPROC_DIR` so `/metrics` aggregates all of them.
+every concurrency path reports through. Request, database and cache metrics come from
+django-prometheus (`django_http_*`, `django_db_*`, `django_cache_*`).
+
+Two ways out of a process, both supported by every long-running one:
+- `PROMETHEUS_MULTIPROC_DIR` (one directory per host, shared by gunicorn's workers, the task
+  cluster, orchestrators and gateways on that host): every process writes its values to files
+  there and the web's `/metrics` aggregates them all. Gauges that describe one process use a
+  `live*` mode, so their series leave with the process: gunicorn's `child_exit` hook (in
+  `deploy/gunicorn.conf.py`), a clean exit of a command and every scrape (`sweep_dead_processes`,
+  for a process that was SIGKILLed) call `mark_process_dead`.
+- `NIGHTSTORM_METRICS_PORT` (or a command's `--metrics-port`): the process serves its own
+  registry on that port; Prometheus scrapes each process.
 """
 
-from prometheus_client import Counter, Histogram
+import logging
+import os
+import re
+import time
+from pathlib import Path
+
+from prometheus_client import Counter, Gauge, Histogram
 
 OPERATIONS = Counter(
     "nightstorm_operations_total", "State-changing operations by outcome.", ["operation", "outcome"]
@@ -58,3 +74,162 @@ IDEMPOTENT_IN_PROGRESS = Counter(
     "nightstorm_idempotent_in_progress_total",
     "Requests refused with 409 because their Idempotency-Key was still being processed.",
 )
+
+# Dependency probes: refreshed by every health check and, at most every
+# DEPENDENCY_PROBE_SECONDS, by every long-running process (so a host without web traffic still
+# reports). `livemostrecent`: the newest value from a live process wins.
+REDIS_UP = Gauge(
+    "nightstorm_redis_up",
+    "1 when the last PING to Redis succeeded, 0 when it failed.",
+    multiprocess_mode="livemostrecent",
+)
+REDIS_LATENCY = Gauge(
+    "nightstorm_redis_latency_seconds",
+    "Round trip of the last PING to Redis.",
+    multiprocess_mode="livemostrecent",
+)
+DATABASE_UP = Gauge(
+    "nightstorm_database_up",
+    "1 when the last SELECT 1 on the default database succeeded, 0 when it failed.",
+    multiprocess_mode="livemostrecent",
+)
+DATABASE_LATENCY = Gauge(
+    "nightstorm_database_latency_seconds",
+    "Round trip of the last SELECT 1 on the default database.",
+    multiprocess_mode="livemostrecent",
+)
+
+DEPENDENCY_PROBE_SECONDS = 15.0
+
+log = logging.getLogger(__name__)
+
+
+def probe_database() -> float:
+    """SELECT 1 on the default database; sets the database gauges; returns seconds taken.
+    A failure sets `nightstorm_database_up` to 0 and propagates."""
+    from django.db import connection
+
+    started = time.perf_counter()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception:
+        DATABASE_UP.set(0)
+        raise
+    elapsed = time.perf_counter() - started
+    DATABASE_UP.set(1)
+    DATABASE_LATENCY.set(elapsed)
+    return elapsed
+
+
+def probe_redis() -> float | None:
+    """PING the cache's Redis; sets the Redis gauges; returns seconds taken (None without
+    REDIS_URL). A failure sets `nightstorm_redis_up` to 0 and propagates."""
+    from django.conf import settings
+
+    if not settings.REDIS_URL:
+        return None
+    from django_redis import get_redis_connection
+
+    started = time.perf_counter()
+    try:
+        get_redis_connection("default").ping()
+    except Exception:
+        REDIS_UP.set(0)
+        raise
+    elapsed = time.perf_counter() - started
+    REDIS_UP.set(1)
+    REDIS_LATENCY.set(elapsed)
+    return elapsed
+
+
+class DependencyProbe:
+    """Refreshes the dependency gauges from a long-running loop, at most every `interval`
+    seconds; a failed probe is logged and shows as `*_up 0`, never raised into the loop."""
+
+    def __init__(self, interval: float = DEPENDENCY_PROBE_SECONDS):
+        self.interval = interval
+        self._next = 0.0
+
+    def maybe_run(self) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + self.interval
+        for name, probe in (("database", probe_database), ("redis", probe_redis)):
+            try:
+                probe()
+            except Exception as exc:
+                log.warning("dependency probe failed: %s", name, extra={"error": repr(exc)})
+
+
+# --- export -----------------------------------------------------------------------------------
+
+_LIVE_FILE = re.compile(r"^gauge_live\w*_(\d+)\.db$")
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def mark_dead(pid: int) -> None:
+    """Forget process `pid`'s per-process gauges in the multiprocess directory (its counters
+    and histograms stay: they are part of the totals)."""
+    if multiprocess_dir():
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
+
+
+def sweep_dead_processes() -> list[int]:
+    """Mark dead every process of this host whose live gauges are still in the directory
+    (one SIGKILLed, or a worker the task cluster replaced). The directory is per host, so the
+    pids are this host's."""
+    path = multiprocess_dir()
+    if not path:
+        return []
+    dead = set()
+    for entry in Path(path).iterdir():
+        match = _LIVE_FILE.match(entry.name)
+        if match and not _alive(int(match.group(1))):
+            dead.add(int(match.group(1)))
+    for pid in dead:
+        mark_dead(pid)
+    return sorted(dead)
+
+
+def metrics_port(option: int | None) -> int:
+    """The port a long-running command serves its metrics on: its option, else
+    NIGHTSTORM_METRICS_PORT, else 0 (off)."""
+    from django.core.management.base import CommandError
+
+    if option is not None:
+        return option
+    raw = os.environ.get("NIGHTSTORM_METRICS_PORT", "") or "0"
+    try:
+        port = int(raw)
+    except ValueError:
+        raise CommandError(f"NIGHTSTORM_METRICS_PORT must be an integer, got {raw!r}") from None
+    if not 0 <= port <= 65535:
+        raise CommandError(f"NIGHTSTORM_METRICS_PORT must be a TCP port, got {port}")
+    return port
+
+
+def serve_process_metrics(port: int) -> None:
+    """Serve this process's registry on NIGHTSTORM_METRICS_ADDR (default 127.0.0.1):`port`."""
+    from prometheus_client import start_http_server
+
+    addr = os.environ.get("NIGHTSTORM_METRICS_ADDR", "127.0.0.1")
+    start_http_server(port, addr=addr)
+    log.info("metrics served", extra={"addr": addr, "port": port})
