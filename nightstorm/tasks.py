@@ -3,12 +3,15 @@
 from django.utils import timezone
 
 from nightstorm import outbox
+from nightstorm.metrics import DependencyProbe
 from nightstorm.models import Heartbeat
 
 
 def heartbeat() -> None:
-    """Proves a cluster worker ran recently; read by the `task_cluster` health check."""
+    """Proves a cluster worker ran recently; read by the `task_cluster` health check. Also
+    refreshes the Redis and database gauges from the cluster's host."""
     Heartbeat.objects.update_or_create(name="cluster", defaults={"beat_at": timezone.now()})
+    DependencyProbe(interval=0).maybe_run()
 
 
 def drain_outbox() -> dict:

@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 
 from nightstorm.api.errors import json_403, json_methods
 from nightstorm.api.permissions import bearer_token, tokens_match
-from nightstorm.metrics import multiprocess_dir, sweep_dead_processes
+from nightstorm.metrics_export import multiprocess_dir, sweep_dead_processes
 
 
 def _registry():
