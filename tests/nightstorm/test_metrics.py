@@ -221,7 +221,7 @@ def _gunicorn(tmp_path, port: int) -> subprocess.Popen:
         [str(gunicorn), "-c", "deploy/gunicorn.conf.py", "nightstorm.wsgi:application"],
         cwd=ROOT,
         env=env,
-        stdout=open(tmp_path / "web.log", "wb"),  # noqa: SIM115
+        stdout=open(tmp_path / "web.log", "wb"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
