@@ -128,10 +128,13 @@ def test_a_change_rolled_back_is_not_audited(captured, django_capture_on_commit_
 
     services.ensure_default_pools()
     player = PlayerFactory()
-    with django_capture_on_commit_callbacks(execute=True):
-        with pytest.raises(RuntimeError), transaction.atomic():
-            services.process_win(group="minor", player=player, operation_id="op-undone")
-            raise RuntimeError("the enclosing request failed")
+    with (
+        django_capture_on_commit_callbacks(execute=True),
+        pytest.raises(RuntimeError),
+        transaction.atomic(),
+    ):
+        services.process_win(group="minor", player=player, operation_id="op-undone")
+        raise RuntimeError("the enclosing request failed")
     assert not [r for r in captured if r["logger"] == "nightstorm.audit"]
 
 
