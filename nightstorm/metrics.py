@@ -59,6 +59,16 @@ OPERATION_SECONDS = Histogram(
     ["operation"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+OUTBOX_DEAD = Counter(
+    "nightstorm_outbox_jobs_dead_total",
+    "Retry-queue jobs that failed their last attempt (dead until retried from the admin).",
+    ["kind"],
+)
+OUTBOX_DEAD_NOW = Gauge(
+    "nightstorm_outbox_dead_jobs",
+    "Retry-queue jobs dead right now (counted in the database by each drain of the queue).",
+    multiprocess_mode="livemostrecent",
+)
 IDEMPOTENT_REPLAYS = Counter(
     "nightstorm_idempotent_replays_total",
     "Requests answered from a stored outcome of the same Idempotency-Key.",

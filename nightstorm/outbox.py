@@ -121,6 +121,7 @@ def run_job(job_id: int) -> str | None:
             job.last_error = "".join(traceback.format_exception_only(exc)).strip()[:2000]
             if job.attempts >= job.max_attempts:
                 job.state = OutboxJob.State.DEAD
+                metrics.OUTBOX_DEAD.labels(job.kind).inc()
                 log.error("outbox job %s (%s) is dead: %s", job.pk, job.kind, job.last_error)
             else:
                 job.run_after = now + next_delay(job.attempts)

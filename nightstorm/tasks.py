@@ -3,8 +3,8 @@
 from django.utils import timezone
 
 from nightstorm import outbox
-from nightstorm.metrics import DependencyProbe
-from nightstorm.models import Heartbeat
+from nightstorm.metrics import OUTBOX_DEAD_NOW, DependencyProbe
+from nightstorm.models import Heartbeat, OutboxJob
 
 
 def heartbeat() -> None:
@@ -15,7 +15,9 @@ def heartbeat() -> None:
 
 
 def drain_outbox() -> dict:
-    return outbox.drain()
+    result = outbox.drain()
+    OUTBOX_DEAD_NOW.set(OutboxJob.objects.filter(state=OutboxJob.State.DEAD).count())
+    return result
 
 
 def prune_idempotency_records() -> int:

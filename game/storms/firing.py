@@ -12,20 +12,13 @@ from datetime import datetime
 
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
-from prometheus_client import Counter
 
+from game.metrics import FIRES, MISSED_SLOTS
 from game.models import Zone
 from game.storms import health, schedules
 from game.storms.events import open_nightstorm
 
 log = logging.getLogger(__name__)
-
-FIRES = Counter("nightstorm_schedule_fires_total", "Nightstorm schedule runs.", ["outcome"])
-MISSED_SLOTS = Counter(
-    "nightstorm_missed_slots_total",
-    "Slots skipped because a schedule was overdue (coalesced into one run).",
-    ["zone"],
-)
 
 
 def coalesce(due: datetime, now: datetime) -> tuple[datetime, int]:

@@ -13,6 +13,7 @@ import threading
 from django.core.management.base import BaseCommand
 from tqdm import tqdm
 
+from game.metrics import ORCHESTRATOR_BEAT
 from game.storms.orchestrator import Orchestrator
 from nightstorm.metrics import DependencyProbe
 from nightstorm.metrics_export import metrics_port as metrics_port_setting
@@ -65,6 +66,7 @@ class Command(BaseCommand):
             if report is None:
                 bar.set_postfix_str("tick failed (see log)")
                 return
+            ORCHESTRATOR_BEAT.set_to_current_time()
             bar.set_postfix(
                 advanced=report.advanced, finished=report.finished, failed=report.failed
             )
