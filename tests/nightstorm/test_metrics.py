@@ -270,3 +270,65 @@ def test_gunicorn_child_exit_forgets_a_killed_workers_gauges(tmp_path):
     finally:
         os.killpg(web.pid, signal.SIGTERM)
         web.wait(timeout=30)
+
+
+def _port_metrics(port: int) -> dict[str, float]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples
+    }
+
+
+def _wait_for(fetch, ready, timeout: float = 60):
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        try:
+            last = fetch()
+            if ready(last):
+                return last
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"not ready: {last}")
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_orchestrator_and_gateway_serve_their_metrics_on_a_port(tmp_path, redis_client):
+    """NIGHTSTORM_METRICS_PORT (the orchestrator) or --metrics-port (the gateway): each
+    process's own registry, with the Redis and database gauges it refreshes itself."""
+    from tests.processes import Platform
+
+    platform = Platform(tmp_path, NIGHTSTORM_COMBAT_TICK_SECONDS=1)
+    orchestrator_port, gateway_port, gateway_metrics = free_port(), free_port(), free_port()
+    try:
+        platform.env["NIGHTSTORM_METRICS_PORT"] = str(orchestrator_port)
+        platform.manage("orchestrator", "run_orchestrator", "--no-progress")
+        del platform.env["NIGHTSTORM_METRICS_PORT"]
+        platform.manage(
+            "gateway",
+            "run_gateway",
+            "--port",
+            str(gateway_port),
+            "--metrics-port",
+            str(gateway_metrics),
+        )
+        seen = _wait_for(
+            lambda: _port_metrics(orchestrator_port),
+            lambda m: m.get("nightstorm_orchestrator_last_beat_timestamp_seconds", 0) > 0,
+        )
+        assert seen["nightstorm_redis_up"] == 1 and seen["nightstorm_database_up"] == 1
+        assert seen["nightstorm_game_tick_seconds_count"] >= 1
+        seen = _wait_for(
+            lambda: _port_metrics(gateway_metrics),
+            lambda m: m.get("nightstorm_redis_up") == 1 and m.get("nightstorm_database_up") == 1,
+        )
+        assert "nightstorm_gateway_clients" in seen
+    finally:
+        codes = platform.stop()
+    assert codes == {"orchestrator": 0, "gateway": 0}, platform.log("gateway")[-2000:]
