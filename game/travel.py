@@ -155,6 +155,7 @@ def _land(player_id, journey_id, now: datetime) -> None:
         _arrive_locked(locked, now)
 
 
+@operation("game.arrivals")
 @transient_retry(name="travel.arrivals")
 def apply_arrivals(*, now: datetime | None = None, limit: int = 5000) -> int:
     """Land every journey that is due; return how many landed. Safe to run concurrently:

@@ -17,6 +17,7 @@ from game.metrics import FIRES, MISSED_SLOTS
 from game.models import Zone
 from game.storms import health, schedules
 from game.storms.events import open_nightstorm
+from nightstorm.operations import operation
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ def coalesce(due: datetime, now: datetime) -> tuple[datetime, int]:
     return due + missed * step, missed
 
 
+@operation("game.fire_nightstorm")
 def fire_nightstorm(zone_code: str, scheduled_at: str | None = None) -> str | None:
     """Open the Nightstorm of `zone_code` for the slot the schedule was due at."""
     now = timezone.now()
