@@ -6,6 +6,7 @@ Defaults serve the embedded mode (`make run`: SQLite, no Redis); a real deployme
 `CONNECTIONS_*`) are listed in the README.
 """
 
+import copy
 from pathlib import Path
 
 import environ
@@ -61,6 +62,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "nightstorm.middleware.RejectNulBytesMiddleware",
+    "nightstorm.middleware.ReplicaReadsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -123,6 +125,24 @@ elif _db["ENGINE"] == "django.db.backends.postgresql":
             "max_size": _pool_max,
             "timeout": 10,
         }
+
+# A PostgreSQL streaming replica for the plain reads of read-only requests (see
+# nightstorm/routers.py); writes, transactions and a client's reads for
+# NIGHTSTORM_READ_YOUR_WRITES_SECONDS after its own write stay on the primary.
+DATABASE_REPLICA_URL = env.str("DATABASE_REPLICA_URL", default="")
+NIGHTSTORM_READ_YOUR_WRITES_SECONDS = _int("NIGHTSTORM_READ_YOUR_WRITES_SECONDS", 5, minimum=1)
+if DATABASE_REPLICA_URL:
+    if _db["ENGINE"] != "django.db.backends.postgresql":
+        raise ImproperlyConfigured("DATABASE_REPLICA_URL needs a PostgreSQL DATABASE_URL")
+    _replica = env.db_url("DATABASE_REPLICA_URL")
+    if _replica["ENGINE"] != _db["ENGINE"]:
+        raise ImproperlyConfigured("DATABASE_REPLICA_URL must be a postgres:// URL")
+    for _option in ("CONN_MAX_AGE", "CONN_HEALTH_CHECKS", "OPTIONS"):
+        _replica[_option] = copy.deepcopy(_db[_option])
+    # Tests read the database they write: the replica is the test database itself.
+    _replica["TEST"] = {"MIRROR": "default"}
+    DATABASES["replica"] = _replica
+DATABASE_ROUTERS = ["nightstorm.routers.PrimaryReplicaRouter"]
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # API bodies are small; refuse large ones before parsing them.
