@@ -29,6 +29,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
+import redis
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
@@ -84,15 +85,31 @@ class RedisBackend:
         self._release = client.register_script(_RELEASE)
         self._extend = client.register_script(_EXTEND)
 
+    # A Redis error (unreachable, failing over, READONLY on a demoted primary) counts as "not
+    # granted" / "not held": the caller gets LockUnavailable or LockLost, never a half-known
+    # lease. A grant whose reply was lost just expires with its TTL.
+
     def try_acquire(self, key: str, owner: str, ttl_ms: int) -> int | None:
-        fence = self._acquire(keys=redis_keys(key), args=[owner, ttl_ms])
+        try:
+            fence = self._acquire(keys=redis_keys(key), args=[owner, ttl_ms])
+        except redis.RedisError as exc:
+            log.warning("lock %s: Redis refused the acquire: %s", key, exc)
+            return None
         return int(fence) or None
 
     def release(self, key: str, owner: str) -> bool:
-        return bool(self._release(keys=redis_keys(key)[:1], args=[owner]))
+        try:
+            return bool(self._release(keys=redis_keys(key)[:1], args=[owner]))
+        except redis.RedisError as exc:
+            log.warning("lock %s: Redis refused the release: %s", key, exc)
+            return False
 
     def extend(self, key: str, owner: str, ttl_ms: int) -> bool:
-        return bool(self._extend(keys=redis_keys(key)[:1], args=[owner, ttl_ms]))
+        try:
+            return bool(self._extend(keys=redis_keys(key)[:1], args=[owner, ttl_ms]))
+        except redis.RedisError as exc:
+            log.warning("lock %s: Redis refused the extend: %s", key, exc)
+            return False
 
 
 class DatabaseBackend:

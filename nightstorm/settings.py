@@ -150,20 +150,48 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = _int("DATA_UPLOAD_MAX_MEMORY_SIZE", 1_048_576, min
 
 # --- Cache, Redis and locks -----------------------------------------------------------------
 
-REDIS_URL = env.str("REDIS_URL", default="")
-if REDIS_URL:
-    CACHES = {
-        "default": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": REDIS_URL,
-            "KEY_PREFIX": "ns",
-            "OPTIONS": {
-                "CLIENT_CLASS": "django_redis.client.DefaultClient",
-                "SOCKET_CONNECT_TIMEOUT": 2,
-                "SOCKET_TIMEOUT": 2,
-            },
-        }
+
+def redis_cache(url: str, sentinels: list[str]) -> dict:
+    """The django-redis cache on `url`; with `sentinels` ("host:port" each) `url` names the
+    Sentinel service (`redis://<service>/<db>`) and the client follows its failovers.
+
+    Only the primary's pool is used, reads included: the cache holds values the platform reads
+    back as it wrote them (throttle counters, read-your-writes marks), which a lagging Redis
+    replica could not promise."""
+    options = {
+        "CLIENT_CLASS": "django_redis.client.DefaultClient",
+        "SOCKET_CONNECT_TIMEOUT": 2,
+        "SOCKET_TIMEOUT": 2,
     }
+    location = url
+    if sentinels:
+        addresses = []
+        for item in sentinels:
+            host, _, port = item.rpartition(":")
+            if not host or not port.isdigit():
+                raise ImproperlyConfigured(f"REDIS_SENTINELS: {item!r} is not host:port")
+            addresses.append((host, int(port)))
+        options |= {
+            "CLIENT_CLASS": "django_redis.client.SentinelClient",
+            "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
+            "SENTINELS": addresses,
+            "SENTINEL_KWARGS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        }
+        location = [url]  # a list: the primary only, no replica pool for reads
+    return {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": location,
+        "KEY_PREFIX": "ns",
+        "OPTIONS": options,
+    }
+
+
+REDIS_URL = env.str("REDIS_URL", default="")
+REDIS_SENTINELS = env.list("REDIS_SENTINELS", default=[])
+if REDIS_SENTINELS and not REDIS_URL:
+    raise ImproperlyConfigured("REDIS_SENTINELS needs REDIS_URL=redis://<service name>/<db>")
+if REDIS_URL:
+    CACHES = {"default": redis_cache(REDIS_URL, REDIS_SENTINELS)}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 

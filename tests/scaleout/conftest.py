@@ -90,3 +90,138 @@ def pg_replica():
         yield pair
     finally:
         subprocess.run([script, "stop", str(directory)], check=False)
+
+
+class RedisServers:
+    """redis-server processes on free ports under one temporary directory."""
+
+    def __init__(self):
+        self.directory = Path(tempfile.mkdtemp(prefix="ns-redis-"))
+        self.procs: dict[int, subprocess.Popen] = {}
+
+    def start(self, *args: str, sentinel: bool = False, port: int | None = None) -> int:
+        port = port or free_port()
+        workdir = self.directory / str(port)
+        workdir.mkdir(exist_ok=True)
+        if sentinel:
+            conf = workdir / "sentinel.conf"
+            conf.write_text(f"port {port}\nbind 127.0.0.1\ndir {workdir}\n" + "".join(args))
+            argv = [ensure_tool("redis-sentinel", "redis-sentinel"), str(conf)]
+        else:
+            argv = [
+                ensure_tool("redis-server", "redis-server"),
+                "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
+                "--save", "", "--appendonly", "no", *args,
+            ]  # fmt: skip
+        log = open(workdir / "log", "wb")  # noqa: SIM115 (kept for the process)
+        self.procs[port] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        self.wait_for(port)
+        return port
+
+    def wait_for(self, port: int, timeout: float = 20) -> None:
+        import time
+
+        import redis
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                redis.Redis(port=port, socket_timeout=1).ping()
+                return
+            except redis.RedisError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis on {port} did not start")
+
+    def signal(self, port: int, sig: int) -> None:
+        self.procs[port].send_signal(sig)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+        for proc in self.procs.values():
+            proc.wait(timeout=10)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+SERVICE = "nsmaster"
+
+
+@dataclass
+class SentinelSet:
+    servers: RedisServers
+    sentinels: list[int]
+
+    def sentinel_client(self, port: int | None = None):
+        import redis
+
+        return redis.Redis(port=port or self.sentinels[0], socket_timeout=2, decode_responses=True)
+
+    def ask(self, subcommand: str, port: int | None = None) -> list:
+        """A SENTINEL subcommand's raw reply (redis-py's parsers of these vary by version)."""
+        return self.sentinel_client(port).execute_command("SENTINEL", subcommand, SERVICE)
+
+    def _peers(self, subcommand: str, port: int | None = None) -> list[dict]:
+        return [dict(zip(row[::2], row[1::2], strict=True)) for row in self.ask(subcommand, port)]
+
+    def master_port(self) -> int:
+        return int(self.ask("GET-MASTER-ADDR-BY-NAME")[1])
+
+    def replica_ports(self) -> list[int]:
+        replicas = self._peers("REPLICAS")
+        return [int(r["port"]) for r in replicas if "s_down" not in r["flags"]]
+
+    def wait_until_ready(self, timeout: float = 30) -> None:
+        """Every sentinel knows the others and sees a healthy replica: a failover can happen."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready = (
+                all(len(self._peers("SENTINELS", port)) == 2 for port in self.sentinels)
+                and self.replica_ports()
+            )
+            if ready:
+                return
+            time.sleep(0.1)
+        raise RuntimeError("the sentinels did not discover each other")
+
+    def wait_for_new_master(self, old: int, timeout: float = 30) -> int:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            port = self.master_port()
+            if port != old:
+                return port
+            time.sleep(0.05)
+        raise TimeoutError("no failover happened")
+
+    @property
+    def url(self) -> str:
+        return f"redis://{SERVICE}/0"
+
+    @property
+    def addresses(self) -> list[str]:
+        return [f"127.0.0.1:{port}" for port in self.sentinels]
+
+
+@pytest.fixture
+def sentinel_set():
+    """A Redis primary and replica watched by three Sentinels (quorum 2, a primary is down after
+    one second). Function scope: each test fails it over its own way."""
+    servers = RedisServers()
+    try:
+        primary = servers.start()
+        servers.start("--replicaof", "127.0.0.1", str(primary))
+        config = (
+            f"sentinel monitor {SERVICE} 127.0.0.1 {primary} 2\n"
+            f"sentinel down-after-milliseconds {SERVICE} 1000\n"
+            f"sentinel failover-timeout {SERVICE} 5000\n"
+        )
+        sentinels = [servers.start(config, sentinel=True) for _ in range(3)]
+        sentinel_set = SentinelSet(servers, sentinels)
+        sentinel_set.wait_until_ready()
+        yield sentinel_set
+    finally:
+        servers.stop()
