@@ -130,7 +130,8 @@ class RedisServers:
                 return
             except redis.RedisError:
                 time.sleep(0.05)
-        raise RuntimeError(f"redis on {port} did not start")
+        log = (self.directory / str(port) / "log").read_text(errors="replace")
+        raise RuntimeError(f"redis on {port} did not start: {log[-1000:]}")
 
     def signal(self, port: int, sig: int) -> None:
         self.procs[port].send_signal(sig)
@@ -225,3 +226,114 @@ def sentinel_set():
         yield sentinel_set
     finally:
         servers.stop()
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free and valid too."""
+    import socket
+
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """Three Redis masters in cluster mode (`redis-cli --cluster create`, no replicas), and a
+    redis-py cluster client on them. Session scope: every cluster test shares it."""
+    import time
+
+    import redis
+    from redis.cluster import RedisCluster
+
+    servers = RedisServers()
+    try:
+        ports = [
+            servers.start(
+                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                port=cluster_port(),
+            )
+            for _ in range(3)
+        ]  # fmt: skip
+        subprocess.run(
+            [ensure_tool("redis-cli", "redis-tools"), "--cluster", "create",
+             *(f"127.0.0.1:{port}" for port in ports), "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            states = [redis.Redis(port=port).cluster("info")["cluster_state"] for port in ports]
+            if states == ["ok"] * 3:
+                break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("the cluster did not come up")
+        client = RedisCluster(host="127.0.0.1", port=ports[0], socket_timeout=5)
+        yield client
+        client.close()
+    finally:
+        servers.stop()
+
+
+@dataclass
+class Bouncer:
+    port: int
+    directory: Path
+
+    def url(self, name: str) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/{name}"
+
+
+@pytest.fixture(scope="module")
+def pgbouncer():
+    """PgBouncer in transaction mode on a free port, in front of the PostgreSQL the tests use
+    (its own config in a temporary directory; the server's config is not touched)."""
+    import signal
+    import socket
+    import time
+
+    from django.db import connection
+
+    binary = ensure_tool("pgbouncer", "pgbouncer")
+    db = connection.settings_dict
+    directory = Path(tempfile.mkdtemp(prefix="ns-pgbouncer-"))
+    port = free_port()
+    (directory / "userlist.txt").write_text(f'"{db["USER"] or "postgres"}" ""\n')
+    (directory / "pgbouncer.ini").write_text(
+        "[databases]\n"
+        f"* = host={db['HOST'] or '127.0.0.1'} port={db['PORT'] or 5432}\n"
+        "[pgbouncer]\n"
+        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+        f"auth_type = trust\nauth_file = {directory}/userlist.txt\n"
+        "pool_mode = transaction\nmax_client_conn = 500\ndefault_pool_size = 20\n"
+        "server_reset_query =\nignore_startup_parameters = extra_float_digits\n"
+        f"logfile = {directory}/pgbouncer.log\n"
+    )
+    argv = [binary, str(directory / "pgbouncer.ini")]
+    if os.geteuid() == 0:  # PgBouncer refuses to run as root
+        subprocess.run(["chown", "-R", "postgres:", str(directory)], check=True)
+        argv = ["runuser", "-u", "postgres", "--", *argv]
+    proc = subprocess.Popen(argv, start_new_session=True, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"pgbouncer did not start: {proc.stderr.read()}") from None
+                time.sleep(0.05)
+        yield Bouncer(port, directory)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+        shutil.rmtree(directory, ignore_errors=True)

@@ -14,7 +14,7 @@ from connections.store import legacy
 class Command(BaseCommand):
     help = (
         "Convert legacy connection keys (connection:<handle>, one JSON string each) into the "
-        "hash layout (ns:conn:<handle>, ns:conn:<handle>:meta, live set, player index). "
+        "hash layout (ns:{conn}:<handle>, ns:{conn}:<handle>:meta, live set, player index). "
         "Idempotent: a second run finds nothing to convert. --dry-run only counts."
     )
 
