@@ -112,6 +112,8 @@ elif _db["ENGINE"] == "django.db.backends.postgresql":
     # after a few runs, so PostgreSQL stops re-planning every conditional UPDATE. Behind a
     # transaction-mode pooler (PgBouncer) set DB_PREPARE_THRESHOLD=0 to never prepare.
     _prepare = _int("DB_PREPARE_THRESHOLD", 5)
+    # Behind a transaction-mode pooler a named cursor cannot outlive its transaction.
+    _db["DISABLE_SERVER_SIDE_CURSORS"] = env.bool("DB_DISABLE_SERVER_SIDE_CURSORS", default=False)
     _db["OPTIONS"] = {
         "server_side_binding": env.bool("DB_SERVER_SIDE_BINDING", default=True),
         "prepare_threshold": _prepare or None,
@@ -137,7 +139,7 @@ if DATABASE_REPLICA_URL:
     _replica = env.db_url("DATABASE_REPLICA_URL")
     if _replica["ENGINE"] != _db["ENGINE"]:
         raise ImproperlyConfigured("DATABASE_REPLICA_URL must be a postgres:// URL")
-    for _option in ("CONN_MAX_AGE", "CONN_HEALTH_CHECKS", "OPTIONS"):
+    for _option in ("CONN_MAX_AGE", "CONN_HEALTH_CHECKS", "DISABLE_SERVER_SIDE_CURSORS", "OPTIONS"):
         _replica[_option] = copy.deepcopy(_db[_option])
     # Tests read the database they write: the replica is the test database itself.
     _replica["TEST"] = {"MIRROR": "default"}

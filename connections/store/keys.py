@@ -25,6 +25,8 @@ same-slot name nothing writes (see `legacy_key_for`).
 """
 
 PREFIX = "ns:{conn}:"
+# The same layout before it carried the hash tag; `legacy.retag` moves such keys over.
+UNTAGGED_PREFIX = "ns:conn:"
 HANDLES_KEY = f"{PREFIX}handles"
 SEQ_KEY = f"{PREFIX}seq"
 LAYOUT_KEY = f"{PREFIX}layout"

@@ -312,7 +312,7 @@ def pgbouncer():
         "[pgbouncer]\n"
         f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
         f"auth_type = trust\nauth_file = {directory}/userlist.txt\n"
-        "pool_mode = transaction\nmax_client_conn = 500\ndefault_pool_size = 20\n"
+        "pool_mode = transaction\nmax_client_conn = 500\ndefault_pool_size = 40\n"
         "server_reset_query =\nignore_startup_parameters = extra_float_digits\n"
         f"logfile = {directory}/pgbouncer.log\n"
     )

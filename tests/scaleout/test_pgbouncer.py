@@ -1,6 +1,6 @@
 """The race and API tests through PgBouncer in transaction mode, with the settings the README
-gives for it: no server-side binding and no prepared statements (a server connection changes
-between transactions), no persistent connections held by the app.
+gives for it: no server-side binding, no prepared statements and no named cursors (a server
+connection changes between transactions), no persistent connections held by the app.
 
 They run in a pytest subprocess whose `DATABASE_URL` points at PgBouncer; its test database is
 its own (`<ours>_pgbouncer`), created through PgBouncer and dropped here afterwards.
@@ -22,7 +22,6 @@ pytestmark = [pytest.mark.scaleout, pytest.mark.postgres, pytest.mark.redis, pyt
 # Row locks, SKIP LOCKED, optimistic retries, idempotency claims, the money paths' API.
 SELECTED = [
     "tests/jackpot/test_races.py",
-    "tests/nightstorm/test_transactions.py",
     "tests/nightstorm/test_idempotency.py",
     "tests/game/test_registration.py",
     "tests/game/test_travel_locking.py",
@@ -46,6 +45,7 @@ def test_race_and_api_tests_pass_through_pgbouncer_in_transaction_mode(pgbouncer
         "REDIS_URL": settings.REDIS_URL,
         "DB_SERVER_SIDE_BINDING": "0",
         "DB_PREPARE_THRESHOLD": "0",
+        "DB_DISABLE_SERVER_SIDE_CURSORS": "1",
         "DB_CONN_MAX_AGE": "0",
     }
     try:
