@@ -316,11 +316,14 @@ def pgbouncer():
         "server_reset_query =\nignore_startup_parameters = extra_float_digits\n"
         f"logfile = {directory}/pgbouncer.log\n"
     )
-    argv = [binary, str(directory / "pgbouncer.ini")]
+    # -q: log to the logfile only; a stderr pipe nobody drains would stall PgBouncer.
+    argv = [binary, "-q", str(directory / "pgbouncer.ini")]
     if os.geteuid() == 0:  # PgBouncer refuses to run as root
         subprocess.run(["chown", "-R", "postgres:", str(directory)], check=True)
         argv = ["runuser", "-u", "postgres", "--", *argv]
-    proc = subprocess.Popen(argv, start_new_session=True, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        argv, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -329,7 +332,8 @@ def pgbouncer():
                 break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"pgbouncer did not start: {proc.stderr.read()}") from None
+                    log = (directory / "pgbouncer.log").read_text(errors="replace")
+                    raise RuntimeError(f"pgbouncer did not start: {log[-2000:]}") from None
                 time.sleep(0.05)
         yield Bouncer(port, directory)
     finally:
