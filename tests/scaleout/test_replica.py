@@ -91,10 +91,15 @@ def test_a_client_reads_its_own_writes_while_the_replica_lags(web, pg_replica):
         assert pools(web, client="10.0.1.1", token=token) == fresh  # its own write
         # Another client, idle for longer than the window, is served by the lagging replica.
         assert pools(web, client="10.0.1.2", token=settled) == before
+        time.sleep(WINDOW + 0.5)
+        _, health, _ = call(web, "GET", "/health/", client="10.0.1.9")
+        assert health["checks"]["database_replica"]["state"] == "degraded"
     finally:
         pg_replica.resume_replay()
     pg_replica.wait_for_replica()
     assert pools(web, client="10.0.1.2", token=settled) == fresh
+    _, health, _ = call(web, "GET", "/health/", client="10.0.1.9")
+    assert health["checks"]["database_replica"]["state"] == "ok"
 
 
 def test_replica_lag_never_breaks_an_invariant(web, pg_replica):
