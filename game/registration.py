@@ -41,6 +41,7 @@ from game.errors import (
 )
 from game.models import Combat, Player, Registration
 from nightstorm.errors import DomainError
+from nightstorm.operations import operation
 from nightstorm.transactions import busy_on_lock_timeout, set_lock_timeout, transient_retry
 
 _CONSTRAINT_ERRORS = {
@@ -152,6 +153,7 @@ def _register_in_transaction(player_id, combat_id, now: datetime) -> Registratio
     return Registration.objects.create(combat_id=combat_id, player_id=player_id, created_at=now)
 
 
+@operation("game.register")
 def register(*, player_id, combat_id, now: datetime | None = None) -> Registration:
     """Give `player_id` a seat in `combat_id`, or raise the reason it cannot have one.
 
