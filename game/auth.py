@@ -10,6 +10,7 @@ authenticated another way (a session).
 from django.db.models import Exists, OuterRef
 from django.db.models.functions import Now
 from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework.authentication import SessionAuthentication
 
 from game import selectors
@@ -51,3 +52,20 @@ def player_of(request) -> Player:
     if player is None:
         raise NoPlayer()
     return player
+
+
+class PlayerTokenScheme(OpenApiAuthenticationExtension):
+    """The same `Authorization: Token …` header in the OpenAPI schema, under its own name (two
+    authentication classes may not share one)."""
+
+    target_class = PlayerTokenAuthentication
+    name = "playerTokenAuth"
+    priority = 1
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": 'Token authentication with the prefix "Token"',
+        }
