@@ -1,34 +1,201 @@
 """Admin for the toolkit's rows, the stale-edit guard every versioned admin uses, the audit
 trail every admin action writes, and the platform's dashboard panels."""
 
+from datetime import datetime
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.models import CHANGE, LogEntry
-from django.core.exceptions import ValidationError
-from django.urls import reverse
+from django.contrib.admin.utils import quote, unquote
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404, HttpResponseNotAllowed
+from django.shortcuts import redirect
+from django.urls import path, reverse
 from django.utils.html import format_html
 
 from nightstorm import dashboard, display, health, outbox
+from nightstorm.errors import DomainError
 from nightstorm.models import Heartbeat, IdempotencyRecord, OutboxJob
+from nightstorm.optimistic import update_versioned
 
 
-def describe_changes(action: str, before: dict, after: dict) -> str:
+def _shown(value) -> str:
+    if isinstance(value, datetime):
+        return display.stamp(value)
+    if value is None or value == "":
+        return "—"
+    return str(value)
+
+
+def describe_changes(action: str, changes: dict | None) -> str:
     """`Started the combat: status open → running; turn 0 → 1`: what an audit entry says."""
     parts = [
-        f"{name} {before.get(name, '—')} → {after[name]}"
-        for name in after
-        if before.get(name) != after[name]
+        f"{name} {_shown(old)} → {_shown(new)}"
+        for name, (old, new) in (changes or {}).items()
+        if old != new
     ]
-    return f"{action}: {'; '.join(parts)}" if parts else f"{action} (nothing changed)"
+    return f"{action}: {'; '.join(parts)}" if parts else action
 
 
-def audit(request, obj, action: str, before: dict | None = None, after: dict | None = None):
+def audit(request, obj, action: str, changes: dict | None = None) -> None:
     """Record a game master's action on `obj` in Django's admin log (the object's History and
-    the Audit log page): who, when, and the old → new values of what it changed."""
-    message = describe_changes(action, before or {}, after or {}) if after else action
-    return LogEntry.objects.log_actions(
-        user_id=request.user.pk, queryset=[obj], action_flag=CHANGE, change_message=message
+    the Audit log page): who, when, and `{field: (old, new)}` as old → new."""
+    LogEntry.objects.log_actions(
+        user_id=request.user.pk,
+        queryset=[obj],
+        action_flag=CHANGE,
+        change_message=describe_changes(action, changes),
+        single_object=True,
     )
+
+
+class AuditedModelAdmin(admin.ModelAdmin):
+    """A form save's history entry says old → new for each changed field (Django's own names
+    only the fields)."""
+
+    def construct_change_message(self, request, form, formsets, add=False):
+        if add or not form.changed_data:
+            return super().construct_change_message(request, form, formsets, add)
+        changes = {}
+        for name in form.changed_data:
+            if name in ("expected_version", "adjustment_token"):
+                continue
+            label = form.fields[name].label or name.replace("_", " ")
+            changes[str(label)] = (form.initial.get(name), form.cleaned_data.get(name))
+        return describe_changes("Changed", changes)
+
+
+def object_action(label: str, *, confirm: str = "", style: str = ""):
+    """Marks a ModelAdmin method `(request, obj) -> message` as a button on the change page;
+    it runs on POST only, and a DomainError it raises is shown as the page's error."""
+
+    def decorate(method):
+        method.object_action = {"label": label, "confirm": confirm, "style": style}
+        return method
+
+    return decorate
+
+
+class ObjectActionsMixin:
+    """Buttons on a change page (start, cancel, open now...) that call one service each.
+
+    `get_object_actions(request, obj)` names the methods to show for `obj` (default: the
+    class's `object_actions`); each posts to `<id>/do/<name>/`.
+    """
+
+    object_actions: tuple[str, ...] = ()
+    change_form_template = "admin/change_form_with_actions.html"
+
+    def get_object_actions(self, request, obj) -> list[str]:
+        return list(self.object_actions)
+
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        view = self.admin_site.admin_view(self.object_action_view)
+        return [
+            path("<path:object_id>/do/<str:name>/", view, name="{}_{}_do".format(*info)),
+            *super().get_urls(),
+        ]
+
+    def object_action_view(self, request, object_id, name):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            raise Http404
+        if not self.has_change_permission(request, obj):
+            raise PermissionDenied
+        if name not in self.get_object_actions(request, obj):
+            raise Http404
+        try:
+            message = getattr(self, name)(request, obj)
+        except DomainError as exc:
+            self.message_user(request, exc.detail, messages.ERROR)
+        else:
+            self.message_user(request, message, messages.SUCCESS)
+        info = self.opts.app_label, self.opts.model_name
+        return redirect(reverse("admin:{}_{}_change".format(*info), args=[quote(obj.pk)]))
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            info = self.opts.app_label, self.opts.model_name
+            context["object_actions"] = [
+                {
+                    "name": name,
+                    "url": reverse("admin:{}_{}_do".format(*info), args=[quote(obj.pk), name]),
+                    **getattr(self, name).object_action,
+                }
+                for name in self.get_object_actions(request, obj)
+            ]
+            context["extra_panels"] = self.get_extra_panels(request, obj)
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def get_extra_panels(self, request, obj) -> list[dict]:
+        """Tables shown under the form: `[{"key", "title", "table": dashboard.Table}]`."""
+        return []
+
+
+class DeletedFilter(admin.SimpleListFilter):
+    """Live rows by default; soft-deleted ones on demand (to restore them)."""
+
+    title = "deleted"
+    parameter_name = "deleted"
+
+    def lookups(self, request, model_admin):
+        return [("no", "Live"), ("yes", "Deleted"), ("all", "All")]
+
+    def choices(self, changelist):
+        value = self.value() or "no"
+        for lookup, title in self.lookup_choices:
+            yield {
+                "selected": value == lookup,
+                "query_string": changelist.get_query_string({self.parameter_name: lookup}),
+                "display": title,
+            }
+
+    def queryset(self, request, queryset):
+        value = self.value() or "no"
+        if value == "all":
+            return queryset
+        return queryset.filter(deleted_at__isnull=(value == "no"))
+
+
+class SoftDeleteAdminMixin:
+    """Delete hides a `VersionedModel` row (`deleted_at`) and keeps its history; "Restore"
+    brings it back. Both leave an audit entry."""
+
+    actions = ["restore"]
+
+    def get_queryset(self, request):
+        qs = self.model.all_objects.get_queryset()
+        ordering = self.get_ordering(request)
+        return qs.order_by(*ordering) if ordering else qs
+
+    def get_list_filter(self, request):
+        return (*super().get_list_filter(request), DeletedFilter)
+
+    def delete_model(self, request, obj):
+        before = obj.deleted_at
+        obj.soft_delete()
+        obj.refresh_from_db()
+        audit(request, obj, "Deleted (soft; restorable)", {"deleted": (before, obj.deleted_at)})
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            if obj.deleted_at is None:
+                self.delete_model(request, obj)
+
+    def log_deletion(self, request, obj, object_repr):
+        return None  # the soft delete wrote its own entry
+
+    @admin.action(description="Restore the selected deleted rows")
+    def restore(self, request, queryset):
+        restored = 0
+        for obj in queryset.filter(deleted_at__isnull=False):
+            version = update_versioned(type(obj), obj.pk, obj.version, deleted_at=None)
+            audit(request, obj, "Restored", {"deleted": (obj.deleted_at, None)})
+            restored += bool(version)
+        self.message_user(request, f"{restored} row(s) restored.", messages.SUCCESS)
 
 
 @admin.register(LogEntry)
@@ -118,7 +285,7 @@ class VersionedAdminForm(forms.ModelForm):
         return cleaned
 
 
-class VersionedModelAdmin(admin.ModelAdmin):
+class VersionedModelAdmin(AuditedModelAdmin):
     """ModelAdmin for `VersionedModel` rows: stale saves fail with a form error."""
 
     form = VersionedAdminForm
@@ -175,8 +342,7 @@ class OutboxJobAdmin(admin.ModelAdmin):
                     request,
                     job,
                     "Retried now",
-                    {"state": job.state, "attempts": job.attempts},
-                    {"state": OutboxJob.State.PENDING, "attempts": 0},
+                    {"state": (job.state, "pending"), "attempts": (job.attempts, 0)},
                 )
         self.message_user(request, f"{count} job(s) queued to run now.", messages.SUCCESS)
 
