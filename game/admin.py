@@ -93,12 +93,9 @@ def _schedule_rows():
 
 def _watchdog_lines(zone_code: str | None = None) -> list[str]:
     report = nightstorm_schedules.last_report() or {}
-    lines = [
-        *report.get("created", []),
-        *report.get("repaired", []),
-        *report.get("deleted", []),
-        *report.get("game", []),
-    ]
+    # Creations are counted, not listed: a fresh database creates all 81. Repairs are what a
+    # game master must see (a hand-edited schedule put back), and deletions.
+    lines = [*report.get("repaired", []), *report.get("deleted", []), *report.get("game", [])]
     if zone_code:
         lines = [
             line for line in lines if line.startswith(f"{nightstorm_schedules.PREFIX}{zone_code}:")

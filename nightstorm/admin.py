@@ -387,6 +387,28 @@ def health_panel(request):
     )
 
 
+@dashboard.register("audit", "Audit log (latest)", order=90)
+def audit_panel(request):
+    entries = LogEntry.objects.select_related("user", "content_type")[:8]
+    return dashboard.Table(
+        headers=["when", "who", "what"],
+        rows=[
+            [
+                display.when(entry.action_time),
+                entry.user.get_username(),
+                format_html(
+                    "{}: {}",
+                    AuditLogAdmin.object_shown(None, entry),
+                    entry.get_change_message() or entry.get_action_flag_display(),
+                ),
+            ]
+            for entry in entries
+        ],
+        empty="No admin action yet.",
+        links=[(reverse("admin:admin_logentry_changelist"), "the whole audit log")],
+    )
+
+
 @dashboard.register("outbox", "Retry queue", order=40)
 def outbox_panel(request):
     from django.db.models import Count
