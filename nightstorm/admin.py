@@ -174,6 +174,12 @@ class SoftDeleteAdminMixin:
     def get_list_filter(self, request):
         return (*super().get_list_filter(request), DeletedFilter)
 
+    def get_deleted_objects(self, objs, request):
+        # Nothing is removed, so nothing related is lost or protected: the confirmation page
+        # lists only the rows to hide.
+        objs = list(objs)
+        return [str(obj) for obj in objs], {self.opts.verbose_name_plural: len(objs)}, set(), []
+
     def delete_model(self, request, obj):
         before = obj.deleted_at
         obj.soft_delete()
@@ -185,7 +191,7 @@ class SoftDeleteAdminMixin:
             if obj.deleted_at is None:
                 self.delete_model(request, obj)
 
-    def log_deletion(self, request, obj, object_repr):
+    def log_deletions(self, request, queryset):
         return None  # the soft delete wrote its own entry
 
     @admin.action(description="Restore the selected deleted rows")
