@@ -317,7 +317,7 @@ class VersionedModelAdmin(AuditedModelAdmin):
 @admin.register(OutboxJob)
 class OutboxJobAdmin(admin.ModelAdmin):
     list_display = (
-        "__str__",
+        "queued",
         "kind",
         "state",
         "attempts",
@@ -333,6 +333,10 @@ class OutboxJobAdmin(admin.ModelAdmin):
     @admin.display(description="last error")
     def last_error_short(self, job):
         return job.last_error[:80]
+
+    @admin.display(description="queued", ordering="created_at")
+    def queued(self, job):
+        return display.when(job.created_at)
 
     @admin.display(description="runs after", ordering="run_after")
     def run_after_shown(self, job):

@@ -228,6 +228,15 @@ def test_a_game_masters_shift(world, live_server, browser, shots):
     )
     gm.go("/admin/")
     assert "1 dead payment" in page.inner_text("#panel-rewards")
+    for listing_url in (
+        "/admin/game/combat/",
+        "/admin/game/player/",
+        "/admin/game/reward/",
+        "/admin/jackpot/ledgerentry/",
+        "/admin/nightstorm/outboxjob/",
+    ):
+        gm.go(listing_url)
+        gm.fits_the_screen()
     gm.go("/admin/game/reward/?payment=dead")
     page.click("#result_list tbody tr:first-child th a")
     gm.submit("button[name=retry_payment]")
