@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_q",
     "pgtrigger",
+    "django_prometheus",
     "nightstorm",
     "game",
     "jackpot",
@@ -67,6 +68,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Request metrics (django-prometheus) wrap everything, the 4xx/5xx of the others included.
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "nightstorm.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "nightstorm.middleware.RejectNulBytesMiddleware",
@@ -76,6 +80,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "nightstorm.urls"
@@ -133,6 +138,9 @@ elif _db["ENGINE"] == "django.db.backends.postgresql":
             "timeout": 10,
         }
 
+# django-prometheus's wrappers of the same backends count queries, errors and their latency.
+_db["ENGINE"] = _db["ENGINE"].replace("django.db.backends.", "django_prometheus.db.backends.")
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # API bodies are small; refuse large ones before parsing them.
 DATA_UPLOAD_MAX_MEMORY_SIZE = _int("DATA_UPLOAD_MAX_MEMORY_SIZE", 1_048_576, minimum=1024)
@@ -143,7 +151,8 @@ REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django_redis.cache.RedisCache",
+            # django-redis, counting gets, hits and misses (django-prometheus).
+            "BACKEND": "django_prometheus.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "ns",
             "OPTIONS": {
@@ -154,7 +163,7 @@ if REDIS_URL:
         }
     }
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CACHES = {"default": {"BACKEND": "django_prometheus.cache.backends.locmem.LocMemCache"}}
 
 # "redis" needs REDIS_URL; "database" works everywhere (lease rows in the default database).
 NIGHTSTORM_LOCK_BACKEND = env.str(
@@ -329,11 +338,42 @@ X_FRAME_OPTIONS = "DENY"
 # /health/ and /metrics are probed over plain HTTP from inside the deployment.
 SECURE_REDIRECT_EXEMPT = [r"^health/", r"^metrics$"]
 
+# --- Logs, metrics, traces (see docs/operations.md) ---------------------------------------
+
+
+def _level(name, default):
+    value = env.str(name, default=default).upper()
+    if value not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ImproperlyConfigured(f"{name} must be a log level (debug, info, ...), got {value!r}")
+    return value
+
+
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain" if DEBUG else "json")
+if LOG_FORMAT not in ("json", "plain"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be 'json' or 'plain', got {LOG_FORMAT!r}")
+JACKPOT_ENABLE_METRICS = env.bool("JACKPOT_ENABLE_METRICS", default=True)
+JACKPOT_HEALTH_WINDOW_MINUTES = _int("JACKPOT_HEALTH_WINDOW_MINUTES", 5, minimum=1)
+JACKPOT_HEALTH_MIN_LOCK_SUCCESS_PERCENT = _int("JACKPOT_HEALTH_MIN_LOCK_SUCCESS_PERCENT", 95)
+JACKPOT_HEALTH_MAX_CONFLICT_PERCENT = _int("JACKPOT_HEALTH_MAX_CONFLICT_PERCENT", 50)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "filters": {"context": {"()": "nightstorm.logs.ContextFilter"}},
+    "formatters": {
+        "plain": {"()": "nightstorm.logs.PlainFormatter"},
+        "json": {"()": "nightstorm.logs.json_formatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["context"],
+        }
+    },
+    "root": {"handlers": ["console"], "level": _level("LOG_LEVEL", "INFO")},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "jackpot": {"level": _level("JACKPOT_LOG_LEVEL", "INFO")},
+        "nightstorm.audit": {"level": "INFO"},
+    },
 }
