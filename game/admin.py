@@ -132,9 +132,13 @@ class ZoneAdmin(ObjectActionsMixin, AuditedModelAdmin):
         return False  # players, events and schedules refer to a zone
 
     def changelist_view(self, request, extra_context=None):
+        report = nightstorm_schedules.last_report()
         extra_context = {
             **(extra_context or {}),
-            "schedule_report": nightstorm_schedules.last_report(),
+            "schedule_report": report,
+            "schedule_checked": display.when(datetime.fromisoformat(report["checked_at"]))
+            if report
+            else "",
             "schedule_problems": nightstorm_schedules.problems(),
         }
         return super().changelist_view(request, extra_context)
