@@ -4,11 +4,11 @@ import pytest
 from django.db.models import F
 from django.utils import timezone
 
-from game.models import Player
 from nightstorm import outbox
 from nightstorm.models import OutboxJob
 from tests.helpers import race
-from tests.nightstorm.factories import make_player
+from tests.nightstorm.factories import make_account
+from tests.toolkit_app.models import Account
 
 
 class Boom(Exception):
@@ -17,51 +17,53 @@ class Boom(Exception):
 
 @outbox.handler("tests.credit")
 def credit(payload):
-    Player.objects.filter(pk=payload["player"]).update(gold=F("gold") + payload["amount"])
+    Account.objects.filter(pk=payload["account"]).update(gold=F("gold") + payload["amount"])
     if payload.get("crash_after_credit"):
         raise Boom("worker died after crediting")
 
 
-def enqueue_credit(player, amount=10, **extra):
+def enqueue_credit(account, amount=10, **extra):
     from django.db import transaction
 
     with transaction.atomic():
-        return outbox.enqueue("tests.credit", {"player": str(player.pk), "amount": amount, **extra})
+        return outbox.enqueue(
+            "tests.credit", {"account": str(account.pk), "amount": amount, **extra}
+        )
 
 
-def gold(player):
-    return Player.objects.get(pk=player.pk).gold
+def gold(account):
+    return Account.objects.get(pk=account.pk).gold
 
 
 @pytest.mark.django_db
 def test_a_job_runs_once_even_when_its_task_is_delivered_twice():
-    player = make_player()
-    job = enqueue_credit(player)
+    account = make_account()
+    job = enqueue_credit(account)
     assert outbox.run_job(job.pk) == "done"
     assert outbox.run_job(job.pk) is None
-    assert gold(player) == 10
+    assert gold(account) == 10
 
 
 @pytest.mark.django_db
 def test_a_crash_halfway_rolls_the_effect_back_and_the_job_stays_pending(settings):
     settings.NIGHTSTORM_OUTBOX_BASE_DELAY_S = 0
-    player = make_player()
-    job = enqueue_credit(player, crash_after_credit=True)
+    account = make_account()
+    job = enqueue_credit(account, crash_after_credit=True)
     assert outbox.run_job(job.pk) == "pending"
-    assert gold(player) == 0
+    assert gold(account) == 0
     job.refresh_from_db()
     assert job.attempts == 1
     assert "worker died" in job.last_error
     # The cause is fixed; the next run pays exactly once.
-    OutboxJob.objects.filter(pk=job.pk).update(payload={"player": str(player.pk), "amount": 10})
+    OutboxJob.objects.filter(pk=job.pk).update(payload={"account": str(account.pk), "amount": 10})
     assert outbox.run_job(job.pk) == "done"
-    assert gold(player) == 10
+    assert gold(account) == 10
 
 
 @pytest.mark.django_db
 def test_failures_back_off_then_the_job_is_dead_until_retried(settings):
-    player = make_player()
-    job = enqueue_credit(player, crash_after_credit=True)
+    account = make_account()
+    job = enqueue_credit(account, crash_after_credit=True)
     OutboxJob.objects.filter(pk=job.pk).update(max_attempts=2)
     assert outbox.run_job(job.pk) == "pending"
     job.refresh_from_db()
@@ -73,17 +75,21 @@ def test_failures_back_off_then_the_job_is_dead_until_retried(settings):
     assert outbox.retry_now([job.pk]) == 1
     job.refresh_from_db()
     assert (job.state, job.attempts) == ("pending", 0)
-    assert gold(player) == 0
+    assert gold(account) == 0
 
 
 @pytest.mark.django_db
 def test_dedupe_key_records_one_job():
     from django.db import transaction
 
-    player = make_player()
+    account = make_account()
     with transaction.atomic():
-        a = outbox.enqueue("tests.credit", {"player": str(player.pk), "amount": 1}, dedupe_key="k")
-        b = outbox.enqueue("tests.credit", {"player": str(player.pk), "amount": 1}, dedupe_key="k")
+        a = outbox.enqueue(
+            "tests.credit", {"account": str(account.pk), "amount": 1}, dedupe_key="k"
+        )
+        b = outbox.enqueue(
+            "tests.credit", {"account": str(account.pk), "amount": 1}, dedupe_key="k"
+        )
     assert a.pk == b.pk
     assert OutboxJob.objects.count() == 1
 
@@ -92,9 +98,9 @@ def test_dedupe_key_records_one_job():
 def test_a_job_rolled_back_with_its_cause_never_runs():
     from django.db import transaction
 
-    player = make_player()
+    account = make_account()
     with transaction.atomic():
-        outbox.enqueue("tests.credit", {"player": str(player.pk), "amount": 1})
+        outbox.enqueue("tests.credit", {"account": str(account.pk), "amount": 1})
         transaction.set_rollback(True)
     assert not OutboxJob.objects.exists()
 
@@ -107,8 +113,8 @@ def test_unknown_kinds_are_refused():
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_runners_racing_on_the_same_jobs_apply_each_once():
-    player = make_player()
-    jobs = [enqueue_credit(player, amount=1) for _ in range(20)]
+    account = make_account()
+    jobs = [enqueue_credit(account, amount=1) for _ in range(20)]
     ids = [job.pk for job in jobs]
 
     def runner(_):
@@ -116,7 +122,7 @@ def test_runners_racing_on_the_same_jobs_apply_each_once():
 
     race(runner, [(i,) for i in range(4)])
     race(runner, [(i,) for i in range(4)])  # second pass: anything skipped-while-locked
-    assert gold(player) == 20
+    assert gold(account) == 20
     assert set(OutboxJob.objects.values_list("state", flat=True)) == {"done"}
 
 
@@ -124,8 +130,8 @@ def test_runners_racing_on_the_same_jobs_apply_each_once():
 def test_enqueue_many_records_each_key_once_and_runs_each_job_once():
     from django.db import transaction
 
-    player = make_player()
-    items = [({"player": str(player.pk), "amount": n}, f"many:{n}") for n in (1, 2, 3)]
+    account = make_account()
+    items = [({"account": str(account.pk), "amount": n}, f"many:{n}") for n in (1, 2, 3)]
     with transaction.atomic():
         first = outbox.enqueue_many("tests.credit", items)
         again = outbox.enqueue_many("tests.credit", items)
@@ -134,4 +140,4 @@ def test_enqueue_many_records_each_key_once_and_runs_each_job_once():
     for job in first.values():
         outbox.run_job(job.pk)
         outbox.run_job(job.pk)
-    assert gold(player) == 6
+    assert gold(account) == 6
