@@ -1,5 +1,7 @@
 """Idempotency keys: applied once, replayed identically, refused on a different request."""
 
+import contextlib
+import functools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -290,23 +292,52 @@ def test_ten_concurrent_requests_with_one_key_apply_once_and_agree():
     assert account.gold == 7
 
 
+def check_then_act(view, *, everyone_checked: threading.Barrier):
+    """The naive key: look the key up, and if it is not recorded yet do the work and record
+    it. Every request passes the check before any records the key (the barrier holds that
+    window open), which is the race the claim-first design closes."""
+
+    @functools.wraps(view)
+    def post(self, request, *args, **kwargs):
+        scope, key = f"user:{request.user.pk}", request.headers["Idempotency-Key"]
+        if IdempotencyRecord.objects.filter(scope=scope, key=key).exists():
+            return Response({"replayed": True}, status=201)
+        with contextlib.suppress(threading.BrokenBarrierError):
+            everyone_checked.wait()
+        with transaction.atomic():
+            response = view(self, request, *args, **kwargs)
+            IdempotencyRecord.objects.bulk_create(
+                [IdempotencyRecord(scope=scope, key=key, request_hash="-", status_code=201)],
+                ignore_conflicts=True,
+            )
+        return response
+
+    return post
+
+
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_without_the_key_the_same_ten_requests_apply_ten_times():
-    """The control: the race above is real, only the key makes it apply once."""
-    account = make_account()
+def test_control_a_check_then_act_key_applies_the_same_ten_requests_more_than_once():
+    """The control: the same ten requests with one key, through a key that is checked before
+    the work instead of claimed, credit the account once per request."""
+    account, requests = make_account(), 10
+    everyone_checked = threading.Barrier(requests, timeout=10)
 
-    class Unkeyed(CreditView):
-        post = CreditView.post.__wrapped__
+    class NaiveKeyed(CreditView):
+        post = check_then_act(CreditView.post.__wrapped__, everyone_checked=everyone_checked)
 
     def send(_):
-        request = APIRequestFactory().post("/credit/", {"amount": 7}, format="json")
+        request = APIRequestFactory().post(
+            "/credit/", {"amount": 7}, format="json", HTTP_IDEMPOTENCY_KEY="key-1"
+        )
         force_authenticate(request, user=account.user)
-        return Unkeyed.as_view()(request)
+        return NaiveKeyed.as_view()(request)
 
-    race(send, [(i,) for i in range(10)])
+    responses = race(send, [(i,) for i in range(requests)])
+    assert [r.status_code for r in responses] == [201] * requests, responses
     account.refresh_from_db()
-    assert account.gold == 70
+    assert account.gold == 7 * requests
+    assert IdempotencyRecord.objects.count() == 1  # one record, ten payouts
 
 
 @pytest.mark.django_db

@@ -114,4 +114,3 @@ def test_non_transient_errors_are_not_retried():
     with pytest.raises(OperationalError):
         broken()
     assert calls == [1]
-
