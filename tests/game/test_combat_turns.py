@@ -85,9 +85,7 @@ def test_one_turn_per_tick_period():
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("batch_size", [1, 25])
-def test_two_orchestrators_advance_each_combat_once_per_tick(naive, batch_size, monkeypatch):
-    if naive:
-        monkeypatch.setattr(orchestrator, "_claim", naive_claim)
+def test_two_orchestrators_advance_each_combat_once_per_tick(batch_size):
     combats = make_running_combats(40, seats=3)
     ids = [c.pk for c in combats]
     t = period_end(timezone.now())
