@@ -92,7 +92,13 @@ def test_two_orchestrators_keep_every_combat_one_tick_apart(platform, settings):
     p.manage("orch-b", "run_orchestrator")
     wait_for(orchestrators_beating(2), 30, "both orchestrators to start")
     ids = fighting_combats(24)
-    time.sleep(18 * tick)
+    every_combat = Combat.objects.filter(pk__in=ids)
+    wait_for(
+        lambda: min(every_combat.values_list("turn", flat=True)) >= 16,
+        90,
+        "16 turns of every combat",
+        every=0.2,
+    )
     codes = p.stop()
     assert codes == {"orch-a": 0, "orch-b": 0}, (p.log("orch-a")[-1500:], p.log("orch-b")[-1500:])
 

@@ -13,7 +13,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
-from django_q.models import Schedule
+from django_q.models import OrmQ, Schedule
 
 from game.models import NightstormEvent, Zone
 from game.storms import schedules as ns
@@ -90,7 +90,9 @@ def test_two_clusters_a_sigkill_and_a_restart_keep_one_event_per_zone_and_slot(w
         # The next firing period, while the first one's lost tasks may still be redelivered.
         make_due(codes, timezone.now() - timedelta(seconds=1))
         wait_for(lambda: events.count() == 12, 90, "both firing periods")
-        time.sleep(2)  # let any duplicate delivery land before counting
+        # Any duplicate delivery lands before counting: a task lost with the killed cluster
+        # stays in the broker until it is redelivered (after Q_RETRY) and acknowledged.
+        wait_for(lambda: not OrmQ.objects.exists(), 90, "every queued task to be acknowledged")
     finally:
         stop(first)
         stop(second)
