@@ -9,8 +9,10 @@
 to django-q2 (never before the commit, never after a rollback). The hand-over is a robust
 `on_commit` callback: the cause has committed by then, so a broker that is away must not turn
 the request into a 500; the failure is logged and the job, pending in the database, is run by
-`drain_outbox` (every minute) instead. `run_job` locks the job row (`SKIP LOCKED`: a second runner moves on), runs the
-handler in a savepoint and marks the job done in the same transaction. The handler's database
+`drain_outbox` (every minute) instead.
+
+`run_job` locks the job row (`SKIP LOCKED`: a second runner moves on), runs the handler in a
+savepoint and marks the job done in the same transaction. The handler's database
 effects and the "done" mark therefore commit together: a task delivered twice finds the job
 done, and a worker killed halfway leaves it pending for `drain_outbox`. A handler must keep its
 side effects in the database (or make outside effects idempotent).
