@@ -1,5 +1,8 @@
 """The fight rules and the orchestrator: one turn per combat per tick, however many run."""
 
+import contextlib
+import itertools
+import threading
 from collections import Counter
 from datetime import timedelta
 
@@ -109,7 +112,17 @@ def test_without_the_guard_two_orchestrators_double_turns(monkeypatch):
     """The control: the same race with the test-local naive claim advances combats twice in
     one tick (the unique turn log refuses a turn number twice, so the loser's replay moves on
     to the next turn), and the turn-log check sees it."""
-    monkeypatch.setattr(orchestrator, "_claim", naive_claim)
+    # Two orchestrators x two batches: all four first claims read before any batch writes.
+    first_claims, calls = threading.Barrier(4, timeout=10), itertools.count()
+
+    def claim_together(ids, now):
+        rows = naive_claim(ids, now)
+        if next(calls) < 4:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                first_claims.wait()
+        return rows
+
+    monkeypatch.setattr(orchestrator, "_claim", claim_together)
     combats = make_running_combats(40, seats=3)
     ids = [c.pk for c in combats]
     t = period_end(timezone.now())
