@@ -122,7 +122,7 @@ def test_an_orchestrator_killed_mid_tick_and_replaced_loses_and_doubles_no_turn(
     wait_for(orchestrators_beating(1), 30, "the orchestrator to start")
     ids = fighting_combats(40, seats=1)
     wait_for(lambda: turns_logged(ids) >= 3 * len(ids), 30, "three ticks")
-    wait_for(mid_tick(ids), 10, "a tick half done", every=0.002)
+    wait_for(mid_tick(ids), 30, "a tick half done", every=0.002)
     p.signal("orch-a", signal.SIGKILL)
     first.wait(timeout=10)
     killed_at = turns_logged(ids)
@@ -150,7 +150,7 @@ def test_sigterm_finishes_the_tick_and_exits_0_with_a_summary(platform):
     wait_for(orchestrators_beating(1), 30, "the orchestrator to start")
     ids = fighting_combats(60, seats=1)
     wait_for(lambda: turns_logged(ids) >= len(ids), 30, "a first tick")
-    wait_for(mid_tick(ids), 10, "a tick half done", every=0.002)
+    wait_for(mid_tick(ids), 30, "a tick half done", every=0.002)
     p.signal("orch", signal.SIGTERM)
     assert proc.wait(timeout=20) == 0
     logged = turns_logged(ids)
@@ -181,7 +181,7 @@ def test_control_a_loop_without_the_sigterm_handler_dies_mid_tick(platform):
     proc = p.manage("naive", "shell", "-c", loop)
     ids = fighting_combats(60, seats=1)
     wait_for(lambda: turns_logged(ids) >= len(ids), 30, "a first tick")
-    wait_for(mid_tick(ids), 10, "a tick half done", every=0.002)
+    wait_for(mid_tick(ids), 30, "a tick half done", every=0.002)
     p.signal("naive", signal.SIGTERM)
     assert proc.wait(timeout=20) == -signal.SIGTERM
     assert turns_logged(ids) % len(ids) != 0
