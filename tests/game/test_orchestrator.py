@@ -11,6 +11,7 @@ once-a-"minute" schedule for a budget shorter than its period leaves gaps of sev
 import re
 import signal
 import time
+from collections import Counter
 
 import pytest
 from django.utils import timezone
@@ -24,6 +25,7 @@ from tests.game.turnlog import check_turn_log
 from tests.processes import Platform
 
 SUMMARY = re.compile(r"run_orchestrator: (\d+) tick\(s\), (\d+) turn\(s\) advanced")
+TICK_LINE = re.compile(r"tick: (?P<advanced>\d+) advanced of (?P<due>\d+) due, ")
 
 
 def wait_for(predicate, timeout: float, what: str, every: float = 0.05):
@@ -134,7 +136,11 @@ def test_an_orchestrator_killed_mid_tick_and_replaced_loses_and_doubles_no_turn(
 
     check = check_turn_log(ids, period=tick)
     print(f"\nSIGKILL and replace: {check.stats()}")
-    assert not check.problems, check.problems[:5]
+    assert not check.missing and not check.doubled, check.problems[:5]
+    # Late turns only where the replacement took over: at most one stretch per combat (how
+    # long it is depends on how fast the new process starts on this machine).
+    late = Counter(combat for combat, *_ in check.gaps)
+    assert max(late.values(), default=0) <= 1, check.gaps[:5]
     # The killed one never removed its heartbeat (pruned after an hour); the clean one did.
     left = list(Heartbeat.objects.filter(name__startswith="orchestrator:").values_list("name"))
     assert left == [(left[0][0],)] and left[0][0].endswith(f":{first.pid}")
@@ -146,7 +152,7 @@ def test_an_orchestrator_killed_mid_tick_and_replaced_loses_and_doubles_no_turn(
 def test_sigterm_finishes_the_tick_and_exits_0_with_a_summary(platform):
     tick = 2
     p = platform(tick, NIGHTSTORM_COMBAT_BATCH_SIZE=1, NIGHTSTORM_COMBAT_PARALLELISM=1)
-    proc = p.manage("orch", "run_orchestrator")
+    proc = p.manage("orch", "run_orchestrator", "-v", "2")
     wait_for(orchestrators_beating(1), 30, "the orchestrator to start")
     ids = fighting_combats(60, seats=1)
     wait_for(lambda: turns_logged(ids) >= len(ids), 30, "a first tick")
@@ -154,9 +160,14 @@ def test_sigterm_finishes_the_tick_and_exits_0_with_a_summary(platform):
     p.signal("orch", signal.SIGTERM)
     assert proc.wait(timeout=20) == 0
     logged = turns_logged(ids)
-    assert logged % len(ids) == 0, "the tick in progress was finished"
-    out = p.log("orch")
-    assert "; stopped by SIGTERM" in out and out.strip().count("\n") == 0, out[-1500:]
+    lines = p.log("orch").strip().splitlines()
+    assert "; stopped by SIGTERM" in lines[-1], lines[-3:]
+    ticks = [line for line in lines if TICK_LINE.match(line)]
+    # The tick in progress was finished: it advanced every combat it found due. (A tick that
+    # overran its period on a loaded machine finds only some combats due: not a multiple.)
+    finished = TICK_LINE.match(ticks[-1])
+    assert finished and finished["advanced"] == finished["due"], ticks[-3:]
+    assert sum(int(TICK_LINE.match(line)["advanced"]) for line in ticks) == logged
     assert summary_of(p, "orch")[1] == logged
     assert not Heartbeat.objects.filter(name__startswith="orchestrator:").exists()
 
