@@ -872,7 +872,7 @@ class CombatAdmin(ObjectActionsMixin, SoftDeleteAdminMixin, VersionedModelAdmin)
         actions = []
         if obj.status == Combat.Status.OPEN:
             actions.append("start_combat_now")
-        if obj.is_active:
+        if obj.status in (Combat.Status.OPEN, Combat.Status.RUNNING):
             actions.append("cancel_combat")
         return actions
 

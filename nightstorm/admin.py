@@ -182,8 +182,7 @@ class SoftDeleteAdminMixin:
 
     def delete_model(self, request, obj):
         before = obj.deleted_at
-        obj.soft_delete()
-        obj.refresh_from_db()
+        obj.delete()  # a VersionedModel's delete is soft: the row stays, stamped deleted_at
         audit(request, obj, "Deleted (soft; restorable)", {"deleted": (before, obj.deleted_at)})
 
     def delete_queryset(self, request, queryset):

@@ -76,7 +76,29 @@ def check_task_cluster() -> tuple[str, dict]:
     return OK, details
 
 
+def check_replica() -> tuple[str, dict]:
+    """The read replica's replay lag; degraded once it exceeds the read-your-writes window
+    (a client's read after the window could then be older than its own write)."""
+    from django.db import connections
+
+    with connections["replica"].cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_is_in_recovery(), CASE WHEN pg_last_wal_receive_lsn() = "
+            "pg_last_wal_replay_lsn() THEN 0 ELSE "
+            "extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END"
+        )
+        in_recovery, lag = cursor.fetchone()
+    if not in_recovery:
+        return DOWN, {"reason": "DATABASE_REPLICA_URL is not a replica"}
+    lag = round(float(lag or 0), 3)
+    state = DEGRADED if lag > settings.NIGHTSTORM_READ_YOUR_WRITES_SECONDS else OK
+    return state, {"lag_seconds": lag}
+
+
 register("database", check_database, required=True)
+if "replica" in settings.DATABASES:
+    # Not required: a lagging or lost replica degrades reads, it does not stop the platform.
+    register("database_replica", check_replica)
 register("redis", check_redis, required=bool(settings.REDIS_URL))
 register("task_cluster", check_task_cluster)
 
