@@ -59,4 +59,4 @@ format: install
 	$(VENV)/bin/ruff format .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache staticfiles $(SQLITE_TEST_NAME) .coverage
+	rm -rf $(VENV) .pytest_cache .ruff_cache staticfiles .screenshots $(SQLITE_TEST_NAME) .coverage

@@ -166,7 +166,7 @@ class LedgerEntry(AppendOnlyModel):
         ]
 
     def __str__(self):
-        return f"{self.pool_id}:{self.kind} {self.amount:+d} -> {self.balance_after}"
+        return f"{self.pool.group}: {self.kind} {self.amount:+d} → {self.balance_after}"
 
 
 class Contribution(models.Model):

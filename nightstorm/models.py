@@ -236,7 +236,7 @@ class OutboxJob(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.kind}#{self.pk} ({self.state})"
+        return f"{self.kind} queued {self.created_at:%Y-%m-%d %H:%M:%S} UTC ({self.state})"
 
 
 class Heartbeat(models.Model):

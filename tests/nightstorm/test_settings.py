@@ -15,7 +15,12 @@ PROD_KEY = "k" * 20 + "-production-secret-9f8e7d6c5b4a3f2e1d0c-abcdefghijklmnop"
 
 
 def manage(*args, **env_vars):
-    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), **env_vars}
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "NIGHTSTORM_ENV_FILE": "",  # the checkout's .env must not fill in what a test leaves out
+        **env_vars,
+    }
     return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=ROOT,
