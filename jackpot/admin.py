@@ -1,8 +1,8 @@
 """Admin for pools (configuration and ledgered adjustments), the ledger and their records.
 
-A pool's amount is never saved from a form: the page's changes go through
-`services.update_config` and `services.adjust_pool`, so every change of the amount has its
-ledger row. A stale page is refused with a form error; stale means that the pool's
+A pool's amount (the sum of its stripes) is never saved from a form: the page's changes go
+through `services.update_config` and `services.adjust_pool`, so every change of the amount has
+its ledger rows. A stale page is refused with a form error; stale means that the pool's
 *configuration* changed since the page was opened (`config_version`), not its balance, so a
 game master can save while players bet. The adjustment carries a one-time token rendered into
 the form, which becomes its operation id: a double-submitted form adjusts once.
@@ -15,10 +15,11 @@ import uuid
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import ValidationError
+from django.db import router
 
 from jackpot import services
 from jackpot.ledger import audit_pools
-from jackpot.models import Contribution, JackpotPool, LedgerEntry, Win
+from jackpot.models import Contribution, JackpotPool, LedgerEntry, PoolStripe, Win
 from nightstorm.admin import ReadOnlyModelAdmin, VersionedAdminForm, VersionedModelAdmin
 from nightstorm.errors import DomainError
 
@@ -57,7 +58,12 @@ class PoolAdminForm(VersionedAdminForm):
         # Lock every pool first, in primary-key order like every other writer (taking this
         # one row alone first could deadlock with a contribution). The admin's change view is
         # one transaction, so the locks hold until the save below has committed.
-        pools = list(JackpotPool.objects.select_for_update(of=("self",)).order_by("pk"))
+        alias = router.db_for_write(JackpotPool)  # a locking read: never on a replica
+        pools = list(
+            JackpotPool.objects.using(alias)
+            .select_for_update(of=("self",), no_key=True)
+            .order_by("pk")
+        )
         # Not VersionedAdminForm.clean: it compares the balance `version`, which live bets
         # move many times a second, so no save would get through while players bet.
         cleaned = forms.ModelForm.clean(self)
@@ -116,6 +122,7 @@ class JackpotPoolAdmin(VersionedModelAdmin):
     fields = (
         "group",
         "amount",
+        "stripes",
         "seed_amount",
         "contribution_rate_bp",
         "max_amount",
@@ -130,11 +137,23 @@ class JackpotPoolAdmin(VersionedModelAdmin):
     readonly_fields = (
         "group",
         "amount",
+        "stripes",
         "config_version",
         "lock_holder",
         "last_modified_at",
         "ledger_ok",
     )
+
+    @admin.display(description="amount")
+    def amount(self, pool):
+        """The sum of the pool's stripes (annotated by the pools' default manager)."""
+        return pool.amount
+
+    @admin.display(description="stripes")
+    def stripes(self, pool):
+        amounts = list(pool.stripes.order_by("slot").values_list("amount", flat=True))
+        busy = sum(1 for a in amounts if a)
+        return f"{len(amounts)} stripes, {busy} holding money"
 
     def changelist_view(self, request, extra_context=None):
         # One audit query for the whole list (admin instances are shared between threads).
@@ -187,6 +206,7 @@ class LedgerEntryAdmin(ReadOnlyModelAdmin):
         "pool",
         "kind",
         "amount",
+        "slot",
         "balance_after",
         "pool_version",
         "operation_id",
@@ -223,3 +243,10 @@ class WinAdmin(ReadOnlyModelAdmin):
     list_filter = ("pool__group",)
     search_fields = ("operation_id",)
     list_select_related = ("pool", "player")
+
+
+@admin.register(PoolStripe)
+class PoolStripeAdmin(ReadOnlyModelAdmin):
+    list_display = ("pool", "slot", "amount", "ceiling", "rate_bp", "version")
+    list_filter = ("pool__group",)
+    list_select_related = ("pool",)
