@@ -5,7 +5,7 @@ stripe per pool (`FOR UPDATE SKIP LOCKED`) and writes the contribution, the stri
 ledger rows in one statement (see `jackpot.statements`). Raw: the contribution transaction of
 the single-hot-row design, written by hand with psycopg in 32 forked processes, on scratch
 copies of the tables (`bench_hot_*`: three pool rows with their amounts, and the contribution
-and ledger tables `LIKE` the real ones, indexes and checks included, foreign keys not): read
+and ledger tables `LIKE` the real ones, indexes, checks and foreign keys included): read
 the three pools (and whether the operation was applied), insert the contribution and its
 ledger rows, three conditional `UPDATE … WHERE version = %s`, commit; after a lost attempt (or
 within 200 ms of one) it reads the pools FOR UPDATE first, with the same backoff. Both run in
@@ -147,8 +147,9 @@ def _dsn(db: dict) -> str:
     )
 
 
-def _worker(kind, index, n_ops, player_id, prefix, barrier, results):
-    """One process: `n_ops` contributions after the start barrier; reports latencies."""
+def _worker(kind, index, n_ops, player_ids, prefix, barrier, results):
+    """One process, one player: `n_ops` contributions after the start barrier; reports
+    latencies."""
     import random
 
     from django.conf import settings
@@ -157,6 +158,7 @@ def _worker(kind, index, n_ops, player_id, prefix, barrier, results):
     from jackpot import services
 
     rng = random.Random(index)
+    player_id = player_ids[index % len(player_ids)]
     raw = (
         RawContributor(_dsn(settings.DATABASES["default"]), player_id, settings)
         if kind == "raw"
@@ -180,7 +182,7 @@ def _worker(kind, index, n_ops, player_id, prefix, barrier, results):
     connections.close_all()
 
 
-def _concurrent(kind: str, player_id, prefix: str) -> dict:
+def _concurrent(kind: str, player_ids, prefix: str) -> dict:
     from django.db import connections
 
     connections.close_all()  # never share a connection with the forked children
@@ -188,7 +190,7 @@ def _concurrent(kind: str, player_id, prefix: str) -> dict:
     barrier, results = ctx.Barrier(WORKERS), ctx.Queue()
     procs = [
         ctx.Process(
-            target=_worker, args=(kind, i, OPS_PER_WORKER, player_id, prefix, barrier, results)
+            target=_worker, args=(kind, i, OPS_PER_WORKER, player_ids, prefix, barrier, results)
         )
         for i in range(WORKERS)
     ]
@@ -229,7 +231,7 @@ def _sequential(kind: str, player_id, prefix: str) -> float:
     return rate
 
 
-def _vacuum() -> None:
+def _vacuum(scratch: bool = True) -> None:
     """Every phase starts from tidy tables.
 
     Each bet leaves three dead row versions behind (pool rows on the raw side, stripes on
@@ -241,10 +243,10 @@ def _vacuum() -> None:
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute(
-            "VACUUM jackpot_pool, jackpot_stripe, jackpot_contribution, jackpot_ledger, "
-            f"{HOT_POOL}, {HOT_CONTRIBUTION}, {HOT_LEDGER}"
-        )
+        tables = "jackpot_pool, jackpot_stripe, jackpot_contribution, jackpot_ledger"
+        if scratch:
+            tables += f", {HOT_POOL}, {HOT_CONTRIBUTION}, {HOT_LEDGER}"
+        cursor.execute(f"VACUUM {tables}")
 
 
 def _create_hot_tables(pools) -> None:
@@ -266,6 +268,16 @@ def _create_hot_tables(pools) -> None:
             (HOT_LEDGER, "jackpot_ledger"),
         ):
             cursor.execute(f"CREATE TABLE {table} (LIKE {like} INCLUDING ALL)")
+        # The foreign keys of the hot-row design, deferred like Django's.
+        for table, column, target in (
+            (HOT_CONTRIBUTION, "player_id", "game_player (id)"),
+            (HOT_LEDGER, "player_id", "game_player (id)"),
+            (HOT_LEDGER, "pool_id", f"{HOT_POOL} (id)"),
+        ):
+            cursor.execute(
+                f"ALTER TABLE {table} ADD FOREIGN KEY ({column}) REFERENCES {target} "
+                "DEFERRABLE INITIALLY DEFERRED"
+            )
         for pool in pools:
             cursor.execute(
                 f"INSERT INTO {HOT_POOL} VALUES (%s, %s, %s, 1, %s, NULL, now(), now())",
@@ -277,7 +289,7 @@ def _drop_hot_tables(cursor) -> None:
     cursor.execute(f"DROP TABLE IF EXISTS {HOT_POOL}, {HOT_CONTRIBUTION}, {HOT_LEDGER}")
 
 
-def _cleanup(prefix: str, saved_pools: list, saved_stripes: list, player, user) -> None:
+def _cleanup(prefix: str, saved_pools: list, saved_stripes: list, players, users) -> None:
     from django.db import connection, transaction
 
     from jackpot.models import JackpotPool, LedgerEntry, PoolStripe
@@ -297,8 +309,10 @@ def _cleanup(prefix: str, saved_pools: list, saved_stripes: list, player, user) 
             PoolStripe.objects.filter(pk=pk).update(amount=amount, version=version, ceiling=ceiling)
         for pk, cap in saved_pools:
             JackpotPool.all_objects.filter(pk=pk).update(max_amount=cap)
-    type(player).all_objects.filter(pk=player.pk).hard_delete()
-    user.delete()
+    for player in players:
+        type(player).all_objects.filter(pk=player.pk).hard_delete()
+    for user in users:
+        user.delete()
 
 
 def run() -> list[Row]:
@@ -315,8 +329,13 @@ def run() -> list[Row]:
         return []
     services.ensure_default_pools()
     prefix = f"bench:{uuid.uuid4().hex[:8]}"
-    user = get_user_model().objects.create(username=f"{prefix}-user")
-    player = Player.objects.create(user=user, name=f"{prefix}-player")
+    # One player per process, as players bet: a shared player row would be a hot row of the
+    # benchmark's own making (every bet's foreign key check locks it).
+    users = [get_user_model().objects.create(username=f"{prefix}-user{i}") for i in range(WORKERS)]
+    players = [
+        Player.objects.create(user=user, name=f"{prefix}-player{i}") for i, user in enumerate(users)
+    ]
+    player_ids = [p.pk for p in players]
     saved_pools = list(JackpotPool.all_objects.values_list("pk", "max_amount"))
     saved_stripes = list(PoolStripe.objects.values_list("pk", "amount", "version", "ceiling"))
     # No caps while measuring, so every contribution does the same work in both loops (a
@@ -332,14 +351,14 @@ def run() -> list[Row]:
         for n in range(ROUNDS):
             for kind in ("ours", "raw") if n % 2 == 0 else ("raw", "ours"):
                 _vacuum()
-                seq[kind].append(_sequential(kind, player.pk, f"{prefix}:seq:{kind}{n}"))
+                seq[kind].append(_sequential(kind, player_ids[0], f"{prefix}:seq:{kind}{n}"))
                 _vacuum()
-                runs[kind].append(_concurrent(kind, player.pk, f"{prefix}:{kind}{n}"))
+                runs[kind].append(_concurrent(kind, player_ids, f"{prefix}:{kind}{n}"))
         audit_ok = all(r.ok for r in audit_pools())
     finally:
-        _cleanup(prefix, saved_pools, saved_stripes, player, user)
+        _cleanup(prefix, saved_pools, saved_stripes, players, users)
     audit_after = all(r.ok for r in audit_pools())
-    _vacuum()
+    _vacuum(scratch=False)  # the scratch tables are gone
     ours, raw = (max(runs[k], key=lambda m: m["rate"]) for k in ("ours", "raw"))
     seq_ours, seq_raw = max(seq["ours"]), max(seq["raw"])
 

@@ -156,7 +156,7 @@ def _contribute_once(
     for stripe in stripes:
         held[stripe.group].append(stripe)
     if set(held) != set(GROUPS):
-        if wait:
+        if wait or not postgres:  # every stripe was read or waited for: there are none
             raise PoolsMissing()
         toolkit_metrics.CONFLICTS.labels("jackpot.poolstripe").inc()
         raise _StripesHeld()

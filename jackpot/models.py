@@ -186,7 +186,14 @@ class LedgerEntry(AppendOnlyModel):
     SQLite a migration installs an UPDATE trigger, and the ORM refuses both everywhere.
     """
 
-    pool = models.ForeignKey(JackpotPool, on_delete=models.PROTECT, related_name="ledger")
+    # The row references its stripe, (pool, slot) -> jackpot_stripe (pool_id, slot), with a
+    # composite foreign key that migration 0005 adds on PostgreSQL; the stripe references the
+    # pool. Not a foreign key to the pool row itself: checking one takes KEY SHARE on the pool
+    # row at every contribution's commit, which would make the three pool rows hot again
+    # (every bet writing a lock into them); the stripe's row is one the writer holds already.
+    pool = models.ForeignKey(
+        JackpotPool, on_delete=models.PROTECT, related_name="ledger", db_constraint=False
+    )
     slot = models.PositiveSmallIntegerField(default=0, help_text="The stripe changed.")
     kind = models.CharField(max_length=12, choices=LedgerKind.choices)
     amount = models.BigIntegerField()

@@ -4,7 +4,7 @@ import re
 import threading
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import IntegrityError, connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
 from jackpot import services
@@ -83,6 +83,24 @@ def _statements(queries) -> list[str]:
         for q in queries
         if not q["sql"].startswith(("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT"))
     ]
+
+
+@pytest.mark.postgres
+def test_a_ledger_row_must_name_an_existing_stripe(pools):
+    """The ledger references its stripe (pool, slot), not the pool row: checking that does
+    not lock the pool row at every contribution's commit."""
+    minor = pools["minor"]
+    with pytest.raises(IntegrityError), transaction.atomic():
+        LedgerEntry.objects.create(
+            pool=minor,
+            slot=STRIPES_PER_POOL,
+            kind="adjustment",
+            amount=0,
+            balance_after=0,
+            pool_version=1,
+            operation_id="no-such-stripe",
+        )
+        connection.check_constraints()  # the foreign key is deferred to the commit
 
 
 @pytest.mark.postgres
