@@ -50,6 +50,7 @@ from jackpot.models import (
 )
 from nightstorm import metrics as toolkit_metrics
 from nightstorm.errors import ConcurrencyConflict
+from nightstorm.operations import operation
 from nightstorm.sql import run
 from nightstorm.transactions import backoff_delay, is_lock_timeout, is_transient
 
@@ -73,6 +74,7 @@ class _NeedsExactCap(Exception):
         self.groups = groups
 
 
+@operation("jackpot.contribute")
 def contribute(*, player, bet: int, operation_id: str) -> ContributionResult:
     """Add a bet's share to all three pools, once per `operation_id`; retry on conflicts.
 

@@ -32,6 +32,8 @@ from jackpot.models import (
 )
 from jackpot.stripes import bounded_lock, lock_stripes, save_stripes
 from nightstorm.errors import InvalidInput, PreconditionFailed
+from nightstorm.logs import audit
+from nightstorm.operations import operation
 from nightstorm.transactions import busy_on_lock_timeout
 
 DEFAULT_POOLS = (
@@ -57,6 +59,7 @@ def _locked_pools(alias: str):
     return bounded_lock(JackpotPool.objects.using(alias), alias, settings.JACKPOT_LOCK_TIMEOUT_MS)
 
 
+@operation("jackpot.adjust")
 def adjust_pool(
     *,
     group: str,
@@ -127,7 +130,9 @@ def adjust_pool(
             for stripe, change in rows
         )
     metrics.OPERATIONS.labels("adjust", "applied").inc()
-    return get_pool(group, JackpotPool.objects.using(alias))
+    pool = get_pool(group, JackpotPool.objects.using(alias))
+    audit("jackpot.adjustment", group=group, delta=delta, balance=pool.amount, note=note[:200])
+    return pool
 
 
 def validate_config(changes: dict, pool: JackpotPool, others: list[JackpotPool]) -> dict:
@@ -155,6 +160,7 @@ def validate_config(changes: dict, pool: JackpotPool, others: list[JackpotPool])
     return {name: value for name, value in changes.items() if getattr(pool, name) != value}
 
 
+@operation("jackpot.config")
 def update_config(
     *, group: str, changes: dict, expected_version: int, actor: str = "config"
 ) -> JackpotPool:
@@ -202,6 +208,13 @@ def update_config(
         pool.config_version += 1
         pool.lock_holder, pool.last_modified_at = actor[:120], now
     metrics.OPERATIONS.labels("config", "applied").inc()
+    audit(
+        "jackpot.config",
+        group=group,
+        actor=actor[:120],
+        changes=effective,
+        version=pool.config_version,
+    )
     return pool
 
 

@@ -24,6 +24,8 @@ from jackpot.inputs import validate_operation_id
 from jackpot.models import JackpotPool, LedgerEntry, LedgerKind, Win
 from jackpot.pools import get_pool
 from jackpot.stripes import bounded_lock, lock_stripes, save_stripes
+from nightstorm.logs import audit
+from nightstorm.operations import operation
 from nightstorm.transactions import busy_on_lock_timeout
 
 
@@ -33,6 +35,7 @@ class WinResult:
     replayed: bool
 
 
+@operation("jackpot.win")
 def process_win(*, group: str, player, operation_id: str) -> WinResult:
     """Pay everything pool `group` holds to `player` and reset the pool to its seed; once.
 
@@ -70,6 +73,7 @@ def process_win(*, group: str, player, operation_id: str) -> WinResult:
         metrics.OPERATIONS.labels("win", "replayed").inc()
         return result
     metrics.OPERATIONS.labels("win", "applied").inc()
+    audit("jackpot.win", group=group, amount=result.win.amount, player=str(player_id))
     metrics.PAID.labels(group).inc(result.win.amount)
     metrics.SECONDS.labels("win").observe(time.perf_counter() - started)
     return result

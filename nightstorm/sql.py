@@ -4,8 +4,8 @@ On a hot path the ORM's per-call query building costs as much as a round trip, a
 statements have no ORM form at all (`FOR UPDATE SKIP LOCKED` inside a LATERAL join, a
 data-modifying CTE). The caller builds such a statement once, caches it per shape and database
 alias, and runs it here with values the driver adapts (plain ints, strings, UUIDs, aware
-datetimes; anything model-specific prepared with the field's `get_db_prep_save`). Keep the statements beside the code that needs them; this module only
-runs them.
+datetimes; anything model-specific prepared with the field's `get_db_prep_save`). Keep the
+statements beside the code that needs them; this module only runs them.
 """
 
 from django.db import connections, transaction
