@@ -7,7 +7,7 @@ pool, not the pool, so other bets go on meanwhile on other stripes.
 The claim (one of two shapes) also answers whether the operation id was applied already (an
 EXISTS on the contribution's unique index) and, for each claimed stripe, how much room the
 pool's other stripes have left under their ceilings (a snapshot, used only to decide whether a
-capped part needs the exact path).
+capped part needs the exact path; not computed for a pool without a cap).
 
 - `CLAIM_FREE`: for each pool, the first stripe nobody holds (`FOR UPDATE SKIP LOCKED` in a
   LATERAL subquery per pool; FOR UPDATE is not allowed under UNION). It never waits, so it is
@@ -58,8 +58,10 @@ class StripeState:
 _APPLIED = f"SELECT EXISTS (SELECT 1 FROM {_CONTRIBUTION} WHERE operation_id = %s) AS applied"
 _OUTER = f"""
 SELECT a.applied, c.id, c.pool_id, c.slot, c.amount, c.version, c.rate_bp, c.ceiling, c."group",
-       (SELECT SUM(o.ceiling - o.amount) FROM {_STRIPE} o
-        WHERE o.pool_id = c.pool_id AND o.id <> c.id)
+       CASE WHEN c.ceiling IS NOT NULL THEN
+           (SELECT SUM(o.ceiling - o.amount) FROM {_STRIPE} o
+            WHERE o.pool_id = c.pool_id AND o.id <> c.id)
+       END
 FROM ({_APPLIED}) a LEFT JOIN ({{claimed}}) c ON true
 """
 _COLUMNS = "s.id, s.pool_id, s.slot, s.amount, s.version, s.rate_bp, s.ceiling"
