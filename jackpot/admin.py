@@ -1,6 +1,6 @@
 """Admin for pools (configuration and ledgered adjustments), the ledger and their records.
 
-A pool's amount is never saved from a form: the page's changes go through
+A pool's amount (the sum of its stripes) is never saved from a form: the page's changes go through
 `services.update_config` and `services.adjust_pool`, and "Award a win" through
 `services.process_win`, so every change of the amount has its ledger row (and an audit entry).
 Amounts are shown as money (minor units formatted), rates as percentages, pools in their order
@@ -21,6 +21,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import router
 from django.db.models import Case, IntegerField, Value, When
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect
@@ -33,7 +34,7 @@ from game.admin import PlayerAdmin, admin_link
 from game.models import Player
 from jackpot import services
 from jackpot.ledger import audit_pools
-from jackpot.models import GROUPS, Contribution, JackpotPool, LedgerEntry, Win
+from jackpot.models import GROUPS, Contribution, JackpotPool, LedgerEntry, PoolStripe, Win
 from nightstorm import dashboard, display
 from nightstorm.admin import ReadOnlyModelAdmin, VersionedAdminForm, VersionedModelAdmin, audit
 from nightstorm.errors import DomainError
@@ -73,7 +74,12 @@ class PoolAdminForm(VersionedAdminForm):
         # Lock every pool first, in primary-key order like every other writer (taking this
         # one row alone first could deadlock with a contribution). The admin's change view is
         # one transaction, so the locks hold until the save below has committed.
-        pools = list(JackpotPool.objects.select_for_update(of=("self",)).order_by("pk"))
+        alias = router.db_for_write(JackpotPool)  # a locking read: never on a replica
+        pools = list(
+            JackpotPool.objects.using(alias)
+            .select_for_update(of=("self",), no_key=True)
+            .order_by("pk")
+        )
         # Not VersionedAdminForm.clean: it compares the balance `version`, which live bets
         # move many times a second, so no save would get through while players bet.
         cleaned = forms.ModelForm.clean(self)
@@ -163,6 +169,7 @@ class JackpotPoolAdmin(VersionedModelAdmin):
     fields = (
         "group",
         "amount_shown",
+        "stripes",
         "seed_amount",
         "contribution_rate_bp",
         "rate_shown",
@@ -180,6 +187,7 @@ class JackpotPoolAdmin(VersionedModelAdmin):
         "group",
         "amount_shown",
         "rate_shown",
+        "stripes",
         "config_version",
         "lock_holder",
         "last_modified",
@@ -221,6 +229,12 @@ class JackpotPoolAdmin(VersionedModelAdmin):
     @admin.display(description="ledger")
     def ledger_link(self, pool):
         return format_html('<a href="{}">{} ledger</a>', ledger_url(pool.group), pool.group)
+
+    @admin.display(description="stripes")
+    def stripes(self, pool):
+        amounts = list(pool.stripes.order_by("slot").values_list("amount", flat=True))
+        busy = sum(1 for a in amounts if a)
+        return f"{len(amounts)} stripes, {busy} holding money"
 
     def changelist_view(self, request, extra_context=None):
         # One audit query for the whole list (admin instances are shared between threads).
@@ -363,6 +377,7 @@ class LedgerEntryAdmin(ReadOnlyModelAdmin):
         "pool",
         "kind",
         "amount_shown",
+        "slot",
         "balance_shown",
         "pool_version",
         "operation_id",
@@ -536,3 +551,10 @@ def pools_panel(request):
         state="down" if broken else "ok",
         links=[(reverse("admin:jackpot_ledgerentry_changelist"), "the ledger")],
     )
+
+
+@admin.register(PoolStripe)
+class PoolStripeAdmin(ReadOnlyModelAdmin):
+    list_display = ("pool", "slot", "amount", "ceiling", "rate_bp", "version")
+    list_filter = ("pool__group",)
+    list_select_related = ("pool",)

@@ -260,10 +260,6 @@ JACKPOT_MAX_RETRY_ATTEMPTS = _int("JACKPOT_MAX_RETRY_ATTEMPTS", 10, minimum=1)
 JACKPOT_RETRY_DELAY_MS = _int("JACKPOT_RETRY_DELAY_MS", 2)
 JACKPOT_LOCK_TIMEOUT_MS = _int("JACKPOT_LOCK_TIMEOUT_MS", 2000, minimum=1)
 JACKPOT_MAX_BET = _int("JACKPOT_MAX_BET", 1_000_000_000, minimum=1)
-# Optimistic attempts before a contended contribution locks the pools instead; after a conflict
-# this process stays on the locking path for the "hot window".
-JACKPOT_OPTIMISTIC_ATTEMPTS = _int("JACKPOT_OPTIMISTIC_ATTEMPTS", 1, minimum=0)
-JACKPOT_HOT_WINDOW_MS = _int("JACKPOT_HOT_WINDOW_MS", 200)
 # Shared secret of game servers allowed to award wins (besides staff accounts).
 JACKPOT_SERVICE_TOKEN = env.str("JACKPOT_SERVICE_TOKEN", default="")
 
