@@ -130,7 +130,8 @@ class RegisterView(APIView):
 
 
 class PlayerMeView(APIView):
-    """The caller's player, with the journey in flight (an arrival due is applied first)."""
+    """The caller's player, with the journey in flight; a journey that is due shows as landed
+    (a read: the arrivals task or the next journey lands it)."""
 
     authentication_classes = PLAYER_AUTHENTICATION
     permission_classes = [IsAuthenticated]
@@ -138,10 +139,8 @@ class PlayerMeView(APIView):
     @extend_schema(responses=PlayerOut)
     def get(self, request):
         player = player_of(request)
-        journey = travel.current_journey(player_id=player.pk) if player.traveling else None
-        if player.arrival_due:
-            # The arrival was applied just now: read the player again for its new zone.
-            player = Player.objects.select_related("zone").get(pk=player.pk)
+        # The token's query said whether a journey is in flight: most players pay no more.
+        journey = selectors.journey_as_of(player) if player.traveling else None
         return Response(_render_player(player, journey), headers={"ETag": etag_for(player.version)})
 
 
@@ -180,7 +179,7 @@ class NightstormListView(ListAPIView):
     serializer_class = EventOut
 
     def get_queryset(self):
-        return selectors.nightstorm_events()
+        return selectors.nightstorm_event_rows()
 
     def list(self, request, *args, **kwargs):
         # Plain rows in EventOut's shape (3 queries a page: count, events, their combats).

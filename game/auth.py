@@ -2,14 +2,12 @@
 
 Every player endpoint needs the caller's player; looking it up after authenticating is one more
 round trip per request, the largest cost of a light request in the workers' profiles. This
-class loads the player, its zone and whether a journey is in flight (or already due) in the
+class loads the player, its zone and whether a journey is in flight in the
 token's query. `player_of(request)` answers from it, or with one query when the request was
 authenticated another way (a session).
 """
 
 from django.db.models import Exists, OuterRef
-from django.db.models.functions import Now
-from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework.authentication import SessionAuthentication
 
@@ -28,10 +26,7 @@ class PlayerTokenAuthentication(TokenAuthentication):
             super()
             .token_queryset()
             .select_related("user__player__zone")
-            .annotate(
-                traveling=Exists(in_flight),
-                arrival_due=Exists(in_flight.filter(arrives_at__lte=Now())),
-            )
+            .annotate(traveling=Exists(in_flight))
         )
 
 
@@ -40,15 +35,15 @@ PLAYER_AUTHENTICATION = [PlayerTokenAuthentication, SessionAuthentication]
 
 
 def player_of(request) -> Player:
-    """The caller's live player, with `zone`, `traveling` and `arrival_due` (raises NoPlayer)."""
+    """The caller's live player, with `zone` and `traveling` (raises NoPlayer)."""
     token = request.auth
     if hasattr(token, "traveling"):  # authenticated by PlayerTokenAuthentication
         player = getattr(request.user, "player", None)
         if player is None or player.deleted_at is not None:
             raise NoPlayer()
-        player.traveling, player.arrival_due = token.traveling, token.arrival_due
+        player.traveling = token.traveling
         return player
-    player = selectors.player_of_user(request.user, now=timezone.now())
+    player = selectors.player_of_user(request.user)
     if player is None:
         raise NoPlayer()
     return player

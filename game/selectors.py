@@ -1,12 +1,43 @@
-"""Reads that take more than one query: zones with their next Nightstorm, events with their
-combats and seat counts (a fixed number of queries however many rows)."""
+"""Reads that take more than one query: a player as of now, zones with their next Nightstorm,
+events with their combats and seat counts (a fixed number of queries however many rows).
+Reads never write."""
 
 from datetime import datetime
 
-from django.db.models import Exists, F, OuterRef, Subquery, Value
+from django.db.models import Exists, F, OuterRef, Prefetch, Subquery, Value
 from django.db.models.functions import Concat
+from django.utils import timezone
 
 from game.models import Combat, Journey, NightstormEvent, Player, Zone
+
+
+def player_as_of(*, user, now: datetime | None = None) -> tuple[Player, Journey | None] | None:
+    """The user's player and the journey in flight as they stand at `now` (two queries), or
+    None without a player.
+
+    A journey that is due shows as landed: the player is in its destination and travels no
+    more. Nothing is written: the `game:arrivals` task, or the player's next journey, lands it
+    in the database (`game.travel`), so a GET stays a read however many clients poll.
+    """
+    player = Player.objects.select_related("zone").filter(user=user).first()
+    if player is None:
+        return None
+    return player, journey_as_of(player, now=now)
+
+
+def journey_as_of(player: Player, *, now: datetime | None = None) -> Journey | None:
+    """`player`'s journey in flight as it stands at `now` (one query); a due one shows as
+    landed: `player.zone` becomes its destination (in memory only) and None is returned."""
+    now = now or timezone.now()
+    journey = (
+        Journey.objects.select_related("origin", "destination")
+        .filter(player=player, arrived_at__isnull=True)
+        .first()
+    )
+    if journey is not None and journey.arrives_at <= now:
+        player.zone = journey.destination
+        journey = None
+    return journey
 
 
 def zones_with_next_nightstorm() -> list[dict]:
@@ -25,17 +56,13 @@ def zones_with_next_nightstorm() -> list[dict]:
     )
 
 
-def player_of_user(user, *, now: datetime):
-    """The user's player with its zone, `traveling` (a journey is in flight) and `arrival_due`
-    (that journey has arrived by `now`, so its arrival must be applied before the zone is
-    shown). One query; None when the user has no player."""
+def player_of_user(user):
+    """The user's player with its zone and `traveling` (a journey is in flight). One query;
+    None when the user has no player."""
     in_flight = Journey.objects.filter(player=OuterRef("pk"), arrived_at__isnull=True)
     return (
         Player.objects.select_related("zone")
-        .annotate(
-            traveling=Exists(in_flight),
-            arrival_due=Exists(in_flight.filter(arrives_at__lte=now)),
-        )
+        .annotate(traveling=Exists(in_flight))
         .filter(user=user)
         .first()
     )
@@ -72,8 +99,17 @@ def combats_with_counts():
 
 
 def nightstorm_events():
+    """Events newest first, with their combats and seat counts prefetched (3 queries a page)."""
+    return (
+        NightstormEvent.objects.select_related("zone")
+        .order_by("-slot", "zone__code")
+        .prefetch_related(Prefetch("combats", queryset=combats_with_counts().order_by("index")))
+    )
+
+
+def nightstorm_event_rows():
     """Events newest first, as rows of `id, zone (code), slot, state` (paginate, then call
-    `with_combats` on the page)."""
+    `with_combats` on the page): the API's list, without model instances."""
     return (
         NightstormEvent.objects.order_by("-slot", "zone__code")
         .annotate(zone_code=F("zone__code"))
@@ -82,7 +118,7 @@ def nightstorm_events():
 
 
 def with_combats(events: list[dict]) -> list[dict]:
-    """The page of `nightstorm_events()` rendered with each event's combats and seat counts:
+    """The page of `nightstorm_event_rows()` rendered with each event's combats and seat counts:
     one more query for the whole page."""
     combats: dict = {e["id"]: [] for e in events}
     rows = (

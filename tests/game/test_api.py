@@ -130,7 +130,7 @@ def test_me_needs_auth_and_a_player(api_client, world):
 
 def test_a_token_whose_player_was_deleted_finds_no_player(client, player):
     assert client.get("/api/v1/players/me/").status_code == 200
-    player.soft_delete()
+    player.delete()  # soft: the row stays, hidden
     _error(client.get("/api/v1/players/me/"), 404, "no_player")
     _error(
         client.post("/api/v1/players/me/travel/", {"zone": "ASH2"}, format="json"), 404, "no_player"
@@ -155,6 +155,38 @@ def test_travel_and_lazy_arrival(client, player):
     )
     me = client.get("/api/v1/players/me/").json()
     assert me["travel"] is None and me["zone"] == "ASH2"
+
+
+def _writes(queries) -> list[str]:
+    return [
+        q["sql"]
+        for q in queries
+        if q["sql"].lstrip().split(" ", 1)[0].upper() in {"INSERT", "UPDATE", "DELETE"}
+    ]
+
+
+def test_reading_the_player_writes_nothing_even_with_a_journey_due(client, player):
+    assert client.post("/api/v1/players/me/travel/", {"zone": "ASH2"}, format="json").status_code
+    Journey.objects.update(
+        arrives_at=timezone.now() - timedelta(seconds=1),
+        started_at=timezone.now() - timedelta(seconds=2),
+    )
+    version = Player.objects.get(pk=player.pk).version
+    with CaptureQueriesContext(connection) as ctx:
+        response = client.get("/api/v1/players/me/")
+    assert response.status_code == 200
+    assert _writes(ctx.captured_queries) == []
+    me = response.json()
+    assert (me["zone"], me["travel"], me["version"]) == ("ASH2", None, version)
+    assert response["ETag"] == f'"{version}"'
+    # Still in flight in the database: the arrivals task lands it, and the read agrees.
+    assert Journey.objects.get().arrived_at is None
+    assert Player.objects.get(pk=player.pk).zone.code == "ASH1"
+    from game import travel
+
+    assert travel.apply_arrivals() == 1
+    after = client.get("/api/v1/players/me/").json()
+    assert (after["zone"], after["travel"], after["version"]) == ("ASH2", None, version + 1)
 
 
 def test_travel_refusals(client, player):
