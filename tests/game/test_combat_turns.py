@@ -20,11 +20,7 @@ from tests.helpers import race
 def naive_claim(ids, now):
     """The turn claim without its guard: no row lock (so no SKIP LOCKED) and no re-check that
     the combat is still due. Only the tests use it, to show what the guard prevents."""
-    return list(
-        Combat.objects.filter(pk__in=ids, status=Combat.Status.RUNNING)
-        .select_related("zone")
-        .order_by("pk")
-    )
+    return orchestrator.read_due(Combat.objects.filter(pk__in=ids, status=Combat.Status.RUNNING))
 
 
 def test_a_replayed_turn_gives_the_same_result():
