@@ -237,6 +237,22 @@ def bench_turns(world: World) -> list[Row]:
 
 # --- travel ---------------------------------------------------------------------------------
 
+# The raw baseline's read of the player's state, locked: the journey in flight and whether it is
+# due, an active seat, the route's time.
+_RAW_TRAVEL_STATE = """
+SELECT p.zone_id,
+       (SELECT j.id FROM game_journey j
+         WHERE j.player_id = p.id AND j.arrived_at IS NULL LIMIT 1),
+       (SELECT j.arrives_at <= %s FROM game_journey j
+         WHERE j.player_id = p.id AND j.arrived_at IS NULL LIMIT 1),
+       EXISTS (SELECT 1 FROM game_registration r WHERE r.player_id = p.id AND r.active),
+       (SELECT rt.seconds FROM game_route rt
+         WHERE rt.origin_id = p.zone_id AND rt.destination_id = %s)
+  FROM game_player p
+ WHERE p.id = %s AND p.deleted_at IS NULL
+   FOR UPDATE OF p
+"""
+
 
 def bench_travel(world: World) -> list[Row]:
     from game import travel
@@ -278,9 +294,7 @@ def bench_travel(world: World) -> list[Row]:
             zone_id = conn.execute(
                 "SELECT id FROM game_zone WHERE code = %s", [world.away.code]
             ).fetchone()[0]
-            state = conn.execute(
-                travel._STATE_SQL + " FOR UPDATE OF p", [now, zone_id, pid]
-            ).fetchone()
+            state = conn.execute(_RAW_TRAVEL_STATE, [now, zone_id, pid]).fetchone()
             conn.execute(
                 "INSERT INTO game_journey (player_id, origin_id, destination_id, started_at, "
                 "arrives_at) VALUES (%s, %s, %s, %s, %s)",
