@@ -28,8 +28,11 @@ row (turn number, when it was due, when it ran, the boss's hp after) in the same
 one INSERT per batch; unique (combat, turn) makes a turn applied twice impossible to commit.
 How late a turn ran (ran_at - due_at, clipped at 0) goes to `nightstorm_tick_lateness_seconds`.
 
-Reads are batched (the participants of all claimed combats in one query) and writes are bulk
-statements; the fight itself is the pure function `game.fight.resolve_turn`.
+On PostgreSQL a batch is two statements of plain SQL between BEGIN and COMMIT: one claims the
+combats and reads everything their turns need, one writes the turn log, the seats and the
+combats; the ORM's compile and model instances cost several times the database's work here.
+Other databases run the same reads and writes through the ORM. The fight itself is the pure
+function `game.fight.resolve_turn`.
 """
 
 import logging
@@ -98,7 +101,6 @@ class Seat:
     path)."""
 
     id: int
-    player_id: object
     hp: int
     damage_dealt: int
     level: int
@@ -123,22 +125,30 @@ _TURN = CombatTurn._meta.db_table
 _PLAYER = Player._meta.db_table
 _ZONE = Zone._meta.db_table
 
-# The claim and every read a turn needs in one round trip (PostgreSQL). The locking CTE is
-# MATERIALIZED so that it runs once, on its own: the due re-check and SKIP LOCKED apply to the
-# combat rows only, and the seats are read after the lock is held.
+# The claim and every read a turn needs in one round trip (PostgreSQL), one row per combat with
+# its seats as arrays (a row per seat would repeat and re-parse the combat's columns). The
+# locking CTE is MATERIALIZED so that it runs once, on its own: the due re-check and SKIP LOCKED
+# apply to the combat rows only, and the seats are read after the lock is held. Array
+# parameters go in binary (%b): dumping them as text escapes every element.
 _CLAIM_SQL = f"""
 WITH claimed AS MATERIALIZED (
     SELECT id, event_id, zone_id, turn, boss_hp, next_turn_at
       FROM {_COMBAT}
-     WHERE id = ANY(%s::uuid[]) AND status = %s AND next_turn_at <= %s AND deleted_at IS NULL
+     WHERE id = ANY(%b::uuid[]) AND status = %s AND next_turn_at <= %s AND deleted_at IS NULL
      ORDER BY id
        FOR UPDATE SKIP LOCKED
 )
 SELECT c.id, c.event_id, c.turn, c.boss_hp, c.next_turn_at, z.boss_attack,
-       r.id, r.player_id, r.hp, r.damage_dealt, p.level
+       s.ids, s.hp, s.damage_dealt, s.levels
   FROM claimed c
   JOIN {_ZONE} z ON z.id = c.zone_id
-  LEFT JOIN ({_SEAT} r JOIN {_PLAYER} p ON p.id = r.player_id) ON r.combat_id = c.id
+ CROSS JOIN LATERAL (
+    SELECT array_agg(r.id ORDER BY r.id) AS ids, array_agg(r.hp ORDER BY r.id) AS hp,
+           array_agg(r.damage_dealt ORDER BY r.id) AS damage_dealt,
+           array_agg(p.level ORDER BY r.id) AS levels
+      FROM {_SEAT} r JOIN {_PLAYER} p ON p.id = r.player_id
+     WHERE r.combat_id = c.id
+ ) s
  ORDER BY c.id
 """
 
@@ -147,14 +157,14 @@ SELECT c.id, c.event_id, c.turn, c.boss_hp, c.next_turn_at, z.boss_attack,
 # whole statement on the unique (combat, turn) index, so nothing of the batch commits.
 _WRITE_SQL = f"""
 WITH turns AS (
-    SELECT * FROM unnest(%s::uuid[], %s::integer[], %s::integer[], %s::timestamptz[])
+    SELECT * FROM unnest(%b::uuid[], %b::integer[], %b::integer[], %b::timestamptz[])
         AS t(combat_id, turn, boss_hp, due_at)
 ), logged AS (
     INSERT INTO {_TURN} (combat_id, turn, due_at, ran_at, boss_hp)
     SELECT combat_id, turn, due_at, %s, boss_hp FROM turns
 ), seats AS (
     UPDATE {_SEAT} AS r SET hp = s.hp, damage_dealt = s.damage_dealt
-      FROM unnest(%s::bigint[], %s::integer[], %s::integer[]) AS s(id, hp, damage_dealt)
+      FROM unnest(%b::bigint[], %b::integer[], %b::integer[]) AS s(id, hp, damage_dealt)
      WHERE r.id = s.id
 )
 UPDATE {_COMBAT} AS c
@@ -165,16 +175,14 @@ UPDATE {_COMBAT} AS c
 """
 
 
-def _group(rows) -> list[Due]:
-    """Rows of (combat columns…, seat columns…) -> one Due per combat, in row order."""
-    dues: dict = {}
-    for cid, event_id, turn, boss_hp, next_turn_at, boss_attack, *seat in rows:
-        due = dues.get(cid)
-        if due is None:
-            due = dues[cid] = Due(cid, event_id, turn, boss_hp, next_turn_at, boss_attack)
-        if seat[0] is not None:
-            due.seats.append(Seat(*seat))
-    return list(dues.values())
+def _due(rows) -> list[Due]:
+    """Rows of (combat columns…, seat ids, hps, damages, levels) -> Due values."""
+    return [
+        Due(cid, event_id, turn, boss_hp, next_turn_at, attack, list(map(Seat, *seat_columns)))
+        if seat_columns[0]
+        else Due(cid, event_id, turn, boss_hp, next_turn_at, attack)
+        for cid, event_id, turn, boss_hp, next_turn_at, attack, *seat_columns in rows
+    ]
 
 
 def read_due(combats) -> list[Due]:
@@ -185,11 +193,13 @@ def read_due(combats) -> list[Due]:
         )
     )
     seats: dict = {row[0]: [] for row in head}
-    for row in Registration.objects.filter(combat_id__in=list(seats)).values_list(
-        "combat_id", "id", "player_id", "hp", "damage_dealt", "player__level"
+    for combat_id, *seat in (
+        Registration.objects.filter(combat_id__in=list(seats))
+        .order_by("pk")
+        .values_list("combat_id", "id", "hp", "damage_dealt", "player__level")
     ):
-        seats[row[0]].append(row[1:])
-    return _group((*h, *s) for h in head for s in (seats[h[0]] or [(None,) * 5]))
+        seats[combat_id].append(seat)
+    return _due((*h, *zip(*seats[h[0]], strict=True)) if seats[h[0]] else (*h, None) for h in head)
 
 
 def _claim(ids: list, now: datetime) -> list[Due]:
@@ -199,7 +209,7 @@ def _claim(ids: list, now: datetime) -> list[Due]:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(_CLAIM_SQL, [ids, Combat.Status.RUNNING.value, now])
-            return _group(cursor.fetchall())
+            return _due(cursor.fetchall())
     return read_due(
         Combat.objects.filter(
             pk__in=ids, status=Combat.Status.RUNNING, next_turn_at__lte=now
@@ -291,13 +301,12 @@ def _advance_batch(ids: list, clock: Callable[[], datetime]) -> TickReport:
         for due, result in zip(dues, results, strict=True):
             if result.outcome:
                 # The finish, the freed seats and the rewards commit with the last turn (the
-                # row is ours: locked by the claim, just written).
+                # rows are ours: the combat locked by the claim, its seats just written).
                 _end_locked(
                     Combat.all_objects.get(pk=due.id),
                     Combat.Status.FINISHED,
                     ran_at,
                     outcome=result.outcome,
-                    registrations=due.seats,
                 )
                 report.finished += 1
                 report.ended_events.add(due.event_id)
