@@ -223,3 +223,16 @@ def test_a_player_row_held_too_long_answers_busy(settings):
         assert not thread.is_alive(), "the lock wait is bounded"
     assert [type(o) for o in outcome] == [Busy], outcome
     assert not Journey.objects.exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_journey_starts_in_three_statements_and_a_commit(django_assert_num_queries):
+    """Pinned: BEGIN, the lock with the destination, the checks with the insert, COMMIT."""
+    home, away = make_zones(2)
+    (player,) = make_players(1, zone=home)
+    with django_assert_num_queries(4):
+        journey = travel.start_travel(player_id=player.pk, zone_code=away.code)
+    assert (journey.origin.code, journey.destination.code) == (home.code, away.code)
+    with django_assert_num_queries(4), pytest.raises(AlreadyTraveling):
+        travel.start_travel(player_id=player.pk, zone_code=home.code)
