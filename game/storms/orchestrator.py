@@ -126,7 +126,8 @@ _PLAYER = Player._meta.db_table
 _ZONE = Zone._meta.db_table
 
 # The claim and every read a turn needs in one round trip (PostgreSQL), one row per combat with
-# its seats as arrays (a row per seat would repeat and re-parse the combat's columns). The
+# its seats as arrays (a row per seat would repeat and re-parse the combat's columns; NULL when
+# it has none). The
 # locking CTE is MATERIALIZED so that it runs once, on its own: the due re-check and SKIP LOCKED
 # apply to the combat rows only, and the seats are read after the lock is held. Array
 # parameters go in binary (%b): dumping them as text escapes every element.
@@ -139,16 +140,14 @@ WITH claimed AS MATERIALIZED (
        FOR UPDATE SKIP LOCKED
 )
 SELECT c.id, c.event_id, c.turn, c.boss_hp, c.next_turn_at, z.boss_attack,
-       s.ids, s.hp, s.damage_dealt, s.levels
+       array_agg(r.id ORDER BY r.id) FILTER (WHERE r.id IS NOT NULL),
+       array_agg(r.hp ORDER BY r.id) FILTER (WHERE r.id IS NOT NULL),
+       array_agg(r.damage_dealt ORDER BY r.id) FILTER (WHERE r.id IS NOT NULL),
+       array_agg(p.level ORDER BY r.id) FILTER (WHERE r.id IS NOT NULL)
   FROM claimed c
   JOIN {_ZONE} z ON z.id = c.zone_id
- CROSS JOIN LATERAL (
-    SELECT array_agg(r.id ORDER BY r.id) AS ids, array_agg(r.hp ORDER BY r.id) AS hp,
-           array_agg(r.damage_dealt ORDER BY r.id) AS damage_dealt,
-           array_agg(p.level ORDER BY r.id) AS levels
-      FROM {_SEAT} r JOIN {_PLAYER} p ON p.id = r.player_id
-     WHERE r.combat_id = c.id
- ) s
+  LEFT JOIN ({_SEAT} r JOIN {_PLAYER} p ON p.id = r.player_id) ON r.combat_id = c.id
+ GROUP BY c.id, c.event_id, c.turn, c.boss_hp, c.next_turn_at, z.boss_attack
  ORDER BY c.id
 """
 
