@@ -41,6 +41,7 @@ from connections.store import RedisConnectionStore, scripts
 from connections.store.keys import HANDLES_KEY, PREFIX, SEQ_KEY, encode_time, idem_key
 from connections.store.redis_store import from_hash
 from nightstorm.errors import IdempotencyKeyReused
+from nightstorm.operations import operation
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +189,7 @@ class SharedConnections:
 
         return cls(RedisConnectionStore(get_redis_connection("default")))
 
+    @operation("connections.register")
     def register(
         self,
         *,
@@ -223,6 +225,7 @@ class SharedConnections:
     def online(self) -> list[Connection]:
         return self.store.load_all()[0]
 
+    @operation("connections.bind")
     def bind(self, handle: int, *, player_id: str, player_name: str) -> Connection:
         outcome = self.store.bind(
             handle, player_id=str(player_id), player_name=player_name, state=LOGGED_IN
@@ -233,6 +236,7 @@ class SharedConnections:
             raise AlreadyBound()
         return self.lookup(handle)
 
+    @operation("connections.metadata")
     def update_metadata(self, handle: int, changes) -> Connection:
         """Validate, write synchronously (an explicit request, not a hint worth deferring) and
         return the connection as Redis now holds it."""
@@ -242,6 +246,7 @@ class SharedConnections:
             raise ConnectionNotFound()
         return conn
 
+    @operation("connections.disconnect")
     def disconnect(self, handle: int) -> bool:
         return self.store.remove(handle) == 1
 

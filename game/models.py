@@ -263,10 +263,6 @@ class Combat(VersionedModel):
     def __str__(self):
         return f"Combat {self.index} of {self.event}"
 
-    @property
-    def is_active(self) -> bool:
-        return self.status in (self.Status.OPEN, self.Status.RUNNING)
-
 
 class Registration(models.Model):
     """A player's seat in a combat, and their state in the fight.

@@ -42,6 +42,7 @@ FUNC = "game.storms.firing.fire_nightstorm"
 LEGACY_FUNCS = ("game.storm_tasks.fire_nightstorm",)
 SLOT_KWARG = "scheduled_at"
 LOCK_KEY = "game:schedules:check"
+LOCK_TTL_SECONDS = 120  # longer than any check; a holder killed mid-check blocks others this long
 REPORT_NAME = "nightstorm-schedules"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -131,7 +132,7 @@ def check_schedules(*, wait: float = 30.0) -> CheckReport:
 
     Raises LockUnavailable when another check holds the lock longer than `wait` seconds.
     """
-    with distributed_lock(LOCK_KEY, ttl=120, wait=wait) as lease:
+    with distributed_lock(LOCK_KEY, ttl=LOCK_TTL_SECONDS, wait=wait) as lease:
         report = _check(lease.fence)
     _remember(report)
     for line in report.changes:

@@ -25,24 +25,6 @@ def naive_lock(player_id, zone_code):
     return zone_id, Player.objects.filter(pk=player_id).exists()
 
 
-@pytest.fixture
-def drop_journey_index(naive, monkeypatch):
-    """In the naive demonstration (GAME_NAIVE_RACES=1), travel without the player lock and
-    without the database's one-in-flight index."""
-    if not naive:
-        yield
-        return
-    monkeypatch.setattr(travel, "_lock_player", naive_lock)
-    with connection.cursor() as cursor:
-        cursor.execute("DROP INDEX IF EXISTS game_journey_one_in_flight")
-    yield
-    Journey.objects.all().delete()
-    from django.db import connection as conn
-
-    with conn.schema_editor() as editor:
-        editor.add_constraint(Journey, Journey._meta.constraints[0])
-
-
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_1000_players_start_journeys_at_once():
@@ -60,7 +42,7 @@ def test_1000_players_start_journeys_at_once():
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_20_concurrent_journeys_of_one_player_give_one(drop_journey_index):
+def test_20_concurrent_journeys_of_one_player_give_one():
     home, away = make_zones(2)
     (player,) = make_players(1, zone=home)
     outcomes = race(

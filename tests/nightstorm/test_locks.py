@@ -70,10 +70,11 @@ def test_a_held_lock_is_refused_within_the_wait(backend):
 
 
 def test_a_lock_expires_after_its_ttl(backend):
-    first = acquire("crashed", ttl=0.3, wait=0, backend=backend)  # never released: a crash
+    first = acquire("crashed", ttl=1, wait=0, backend=backend)  # never released: a crash
     with pytest.raises(LockUnavailable):
         acquire("crashed", ttl=1, wait=0, backend=backend)
-    second = acquire("crashed", ttl=1, wait=2, backend=backend)
+    # Waiting (with a generous bound) is granted once the crashed holder's lease runs out.
+    second = acquire("crashed", ttl=1, wait=30, backend=backend)
     assert second.fence > first.fence
     second.release()
 
@@ -99,8 +100,8 @@ def test_fencing_tokens_increase_across_holders(backend):
 
 def test_a_stale_holder_cannot_write_after_a_newer_one(backend):
     stale = acquire("resource", ttl=0.2, wait=0, backend=backend)
-    time.sleep(0.3)  # the lease expires while its holder is paused
-    fresh = acquire("resource", ttl=5, wait=0, backend=backend)
+    # The lease expires while its holder is paused: the next holder waits for exactly that.
+    fresh = acquire("resource", ttl=5, wait=30, backend=backend)
     check_fence("resource", fresh.fence)
     with pytest.raises(StaleFencingToken):
         check_fence("resource", stale.fence)
@@ -109,14 +110,15 @@ def test_a_stale_holder_cannot_write_after_a_newer_one(backend):
 
 
 def test_extend_keeps_the_lease_and_fails_once_it_is_lost(backend):
-    lease = acquire("long-work", ttl=0.3, wait=0, backend=backend)
+    # Held past its ttl (3 x 0.35 s > 1 s) by extends a third of a ttl apart, which leaves
+    # two thirds of a second of slack for a loaded machine between two of them.
+    lease = acquire("long-work", ttl=1, wait=0, backend=backend)
     for _ in range(3):
-        time.sleep(0.15)
+        time.sleep(0.35)
         lease.extend()
     with pytest.raises(LockUnavailable):
         acquire("long-work", ttl=1, wait=0, backend=backend)
-    time.sleep(0.4)
-    other = acquire("long-work", ttl=5, wait=0, backend=backend)
+    other = acquire("long-work", ttl=5, wait=30, backend=backend)  # once the extends stop
     with pytest.raises(LockLost):
         lease.extend()
     other.release()
@@ -140,8 +142,8 @@ def test_lock_requires_bounded_ttl_and_wait(backend):
 def test_redis_lock_is_not_the_prefixed_cache_lock(redis_client):
     """django-redis's cache.lock() prefixes keys; ours uses the raw key everyone can see."""
     with distributed_lock("shared", ttl=5, wait=0, backend="redis") as lease:
-        assert redis_client.get("nightstorm:lock:shared").decode() == lease.owner
-    assert redis_client.get("nightstorm:lock:shared") is None
+        assert redis_client.get("nightstorm:lock:{shared}").decode() == lease.owner
+    assert redis_client.get("nightstorm:lock:{shared}") is None
 
 
 def test_contended_lock_hands_over_without_overlap(backend):
@@ -160,3 +162,39 @@ def test_contended_lock_hands_over_without_overlap(backend):
 
     race(work, [(i,) for i in range(6)])
     assert max(overlaps) == 1
+
+
+@pytest.mark.redis
+def test_fencing_tokens_keep_growing_when_the_backend_is_switched(redis_client):
+    """A deployment moving between NIGHTSTORM_LOCK_BACKEND values keeps its fence marks: the
+    first holder under the new backend must still outrank the last one under the old."""
+    fences = []
+    for name in ("redis", "database", "redis", "database"):
+        with distributed_lock("switched", ttl=5, wait=1, backend=name) as lease:
+            check_fence("switched", lease.fence)  # refused if it went backwards
+            fences.append(lease.fence)
+    assert fences == sorted(fences)
+    assert len(set(fences)) == len(fences)
+
+
+def test_database_leases_ignore_the_app_servers_clock(monkeypatch):
+    """A web host whose clock runs an hour ahead must not see a live lease as expired (nor an
+    hour behind keep a dead one): expiry is the database's time, not this process's."""
+    import datetime
+
+    from django.utils import timezone
+
+    held = acquire("db-clock", ttl=30, wait=0, backend="database")
+    real_now = timezone.now
+    monkeypatch.setattr(timezone, "now", lambda: real_now() + datetime.timedelta(hours=1))
+    with pytest.raises(LockUnavailable):
+        acquire("db-clock", ttl=30, wait=0, backend="database")
+    held.extend()
+    assert held.release() is True
+
+    short = acquire("db-clock", ttl=0.2, wait=0, backend="database")
+    monkeypatch.setattr(timezone, "now", lambda: real_now() - datetime.timedelta(hours=1))
+    time.sleep(0.3)
+    successor = acquire("db-clock", ttl=5, wait=0, backend="database")
+    assert successor.fence > short.fence
+    successor.release()
