@@ -9,6 +9,7 @@ import pytest
 from connections import web as web_module
 from connections.state import StoreUnavailable
 from connections.store import RedisConnectionStore, conn_key
+from connections.store.keys import HANDLES_KEY
 from connections.web import GroupCommit, SharedConnections, create_call
 from nightstorm.errors import IdempotencyKeyReused
 from tests.connections.test_outage import PrivateRedis
@@ -50,7 +51,7 @@ def test_concurrent_registrations_share_round_trips_each_stored_before_it_return
     assert not [o for o in outcomes if isinstance(o, Exception)], outcomes
     handles = [h for hs in outcomes for h in hs]
     assert len(handles) == len(set(handles)) == 1600
-    assert redis_client.scard("ns:conn:handles") == 1600
+    assert redis_client.scard(HANDLES_KEY) == 1600
     assert sum(batches) == 1600
     assert max(batches) > 1, "concurrent calls shared a round trip"
     assert max(batches) <= web_module.MAX_BATCH
@@ -71,7 +72,7 @@ def test_idempotent_registrations_racing_in_one_batch_get_one_handle(redis_clien
     assert len(handles) == 1
     assert all(isinstance(o, IdempotencyKeyReused) for o in refused)
     assert len(refused) in (4, 12)
-    assert redis_client.scard("ns:conn:handles") == 1
+    assert redis_client.scard(HANDLES_KEY) == 1
 
 
 def test_redis_down_fails_every_caller_of_the_batch_and_the_next_ones(redis_client):
@@ -119,7 +120,7 @@ def test_forked_processes_each_send_their_own_batches(redis_client):
         assert child.exitcode == 0
     assert len(handles) == len(set(handles)) == 600
     assert first not in handles
-    assert redis_client.scard("ns:conn:handles") == 601
+    assert redis_client.scard(HANDLES_KEY) == 601
 
 
 @pytest.mark.skipif(not shutil.which("redis-server"), reason="needs redis-server")
@@ -140,7 +141,7 @@ def test_a_batch_after_redis_lost_its_scripts_is_sent_again_and_lands_once():
         GroupCommit(store)._send(batch)
         assert [item.error for item in batch] == [None] * 3
         assert len({item.reply[0] for item in batch}) == 3
-        assert client.scard("ns:conn:handles") == 4
+        assert client.scard(HANDLES_KEY) == 4
         # And under load after another flush: every caller answered, each once.
         client.script_flush()
         outcomes = race(
@@ -151,6 +152,6 @@ def test_a_batch_after_redis_lost_its_scripts_is_sent_again_and_lands_once():
         )
         assert not [o for o in outcomes if isinstance(o, Exception)], outcomes
         assert len({h for hs in outcomes for h in hs}) == 320
-        assert client.scard("ns:conn:handles") == 324
+        assert client.scard(HANDLES_KEY) == 324
     finally:
         server.stop()
