@@ -25,6 +25,7 @@ from django.utils import timezone
 from game import metrics
 from game.errors import AlreadyThere, AlreadyTraveling, InCombat, NoPlayer, UnknownZone
 from game.models import Journey, Player, Registration, Route, Zone
+from nightstorm import sql
 from nightstorm.errors import DomainError
 from nightstorm.operations import operation
 from nightstorm.transactions import busy_on_lock_timeout, transient_retry
@@ -93,9 +94,8 @@ def _lock_player(player_id, zone_code: str) -> tuple:
     if connection.vendor != "postgresql":
         zone_id = Zone.objects.filter(code=zone_code).values_list("pk", flat=True).first()
         return zone_id, Player.objects.filter(pk=player_id).exists()
-    with connection.cursor() as cursor:
-        cursor.execute(_LOCK_SQL, [zone_code, player_id, str(settings.NIGHTSTORM_LOCK_TIMEOUT_MS)])
-        zone_id, locked = cursor.fetchone()
+    params = [zone_code, player_id, str(settings.NIGHTSTORM_LOCK_TIMEOUT_MS)]
+    ((zone_id, locked),) = sql.run(connection.alias, _LOCK_SQL, params)
     return zone_id, locked is not None
 
 
@@ -114,11 +114,9 @@ def _start_locked(player_id, destination: Zone, now: datetime) -> Journey:
         "player": player_id,
         "fallback": FALLBACK_SECONDS,
     }
-    with connection.cursor() as cursor:
-        cursor.execute(_START_SQL, params)
-        zone_id, flight_id, flight_due, in_combat, journey_id, arrives_at, origin = (
-            cursor.fetchone()
-        )
+    ((zone_id, flight_id, flight_due, in_combat, journey_id, arrives_at, origin),) = sql.run(
+        connection.alias, _START_SQL, params
+    )
     if journey_id is not None:
         journey = Journey(
             id=journey_id,

@@ -53,6 +53,7 @@ from game import fight, metrics
 from game.models import Combat, CombatTurn, Player, Registration, Zone
 from game.storms.events import _end_locked, settle_events, start_due_events
 from game.storms.health import HEARTBEAT_PREFIX, prune_stale_orchestrators
+from nightstorm import sql
 from nightstorm.models import Heartbeat
 
 log = logging.getLogger(__name__)
@@ -205,9 +206,8 @@ def _claim(ids: list, now: datetime) -> list[Due]:
     orchestrator holds, and read their seats; the due re-check under the lock sees a turn
     another orchestrator committed since the combats were listed."""
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(_CLAIM_SQL, [ids, Combat.Status.RUNNING.value, now])
-            return _due(cursor.fetchall())
+        params = [ids, Combat.Status.RUNNING.value, now]
+        return _due(sql.run(connection.alias, _CLAIM_SQL, params))
     return read_due(
         Combat.objects.filter(
             pk__in=ids, status=Combat.Status.RUNNING, next_turn_at__lte=now
@@ -220,22 +220,22 @@ def _write_turns(dues: list[Due], results: list, seats: list[Seat], now, next_du
     PostgreSQL; bulk ORM writes elsewhere). `results` are the turns' results, in `dues`'
     order."""
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(
-                _WRITE_SQL,
-                [
-                    [d.id for d in dues],
-                    [r.turn for r in results],
-                    [r.boss_hp for r in results],
-                    [d.next_turn_at for d in dues],
-                    now,
-                    [s.id for s in seats],
-                    [s.hp for s in seats],
-                    [s.damage_dealt for s in seats],
-                    next_due,
-                    now,
-                ],
-            )
+        sql.run(
+            connection.alias,
+            _WRITE_SQL,
+            [
+                [d.id for d in dues],
+                [r.turn for r in results],
+                [r.boss_hp for r in results],
+                [d.next_turn_at for d in dues],
+                now,
+                [s.id for s in seats],
+                [s.hp for s in seats],
+                [s.damage_dealt for s in seats],
+                next_due,
+                now,
+            ],
+        )
         return
     CombatTurn.objects.bulk_create(
         CombatTurn(
