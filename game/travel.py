@@ -11,8 +11,9 @@ for a row lock still reads every other table as of its start, so checks made in 
 statement would miss a seat committed by the registration it waited for.
 
 On PostgreSQL a start is three statements: the zone lookup with the lock, the checks with the
-insert, the commit. Arrival is applied lazily (when the player is read) and by the
-`game:arrivals` schedule.
+insert, the commit. A due journey is landed by the next start (first thing, under the same
+lock) or by the `game:arrivals` schedule; a read shows it as landed without writing
+(`game.selectors.player_as_of`).
 """
 
 from datetime import datetime, timedelta
@@ -198,31 +199,6 @@ def start_travel(*, player_id, zone_code: str, now: datetime | None = None) -> J
         raise
     metrics.TRAVELS.labels("started").inc()
     return journey
-
-
-def current_journey(*, player_id, now: datetime | None = None) -> Journey | None:
-    """The journey in flight, after applying an arrival that is due (lazily, on read)."""
-    now = now or timezone.now()
-    journey = (
-        Journey.objects.select_related("origin", "destination")
-        .filter(player_id=player_id, arrived_at__isnull=True)
-        .first()
-    )
-    if journey is None or journey.arrives_at > now:
-        return journey
-    _land(player_id, journey.pk, now)
-    return None
-
-
-@transient_retry(name="travel.land")
-def _land(player_id, journey_id, now: datetime) -> None:
-    # The player row first, like start_travel: the same order everywhere cannot deadlock.
-    Player.all_objects.select_for_update().filter(pk=player_id).values("pk").first()
-    locked = (
-        Journey.objects.select_for_update().filter(pk=journey_id, arrived_at__isnull=True).first()
-    )
-    if locked is not None:
-        _arrive_locked(locked, now)
 
 
 @operation("game.arrivals")

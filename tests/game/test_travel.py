@@ -67,17 +67,18 @@ def test_refusals_and_arrival():
     with pytest.raises(AlreadyTraveling):
         travel.start_travel(player_id=player.pk, zone_code=home.code, now=now)
 
-    assert travel.current_journey(player_id=player.pk, now=now) == journey
-    assert travel.current_journey(player_id=player.pk, now=now + timedelta(seconds=91)) is None
+    assert travel.apply_arrivals(now=now) == 0
+    assert travel.apply_arrivals(now=now + timedelta(seconds=91)) == 1
     player.refresh_from_db()
     assert player.zone == away
     assert player.version == 2
 
     # A due journey does not block the next one: it lands first.
     travel.start_travel(player_id=player.pk, zone_code=home.code, now=now + timedelta(seconds=100))
+    travel.start_travel(player_id=player.pk, zone_code=away.code, now=now + timedelta(seconds=300))
     assert travel.apply_arrivals(now=now + timedelta(seconds=1000)) == 1
     player.refresh_from_db()
-    assert player.zone == home
+    assert player.zone == away
 
 
 @pytest.mark.django_db
