@@ -8,25 +8,22 @@
 * travel: 1,000 players starting a journey at once on threads (`start_travel`) vs the same
   transaction in plain SQL (lock timeout, zone, the player's locked state, the INSERT), best of
   three interleaved rounds.
-* registration storm over HTTP: gunicorn on 127.0.0.1, 100 contenders for 10-seat combats,
-  p50/p99 latency vs the same INSERT in SQL.
+* registration storm: 100 players on 32 threads for an event's three 10-seat combats
+  (`game.registration.register`, the seat claim) vs the row-lock transaction registration used
+  before, rounds interleaved in the same run: req/s and p99. (Registration over HTTP is a row
+  of `bench_http`.)
 
 All rows created here are deleted at the end.
 """
 
 import json
-import os
 import random
-import socket
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from pathlib import Path
 
 from django.conf import settings
 from django.db import connections
@@ -38,8 +35,11 @@ COMBATS = 1000
 SEATS = 10
 TRAVELLERS = 1000
 THREADS = 16
-HTTP_CONTENDERS = 100
+HTTP_CONTENDERS = 100  # players kept for the registration storm
 ROUNDS = 3  # the tick and travel rows: interleaved rounds of ours and raw
+STORM_CONTENDERS = 100
+STORM_THREADS = 32
+STORM_ROUNDS = 3
 
 
 class World:
@@ -81,6 +81,7 @@ class World:
                     index=i + 1,
                     status="running",
                     capacity=SEATS,
+                    seats=SEATS,
                     boss_max_hp=10**9,
                     boss_hp=10**9,
                     next_turn_at=now,
@@ -336,152 +337,142 @@ def _with_closing(run_threads, fn, args):
     return rate_
 
 
-# --- registration storm over HTTP -----------------------------------------------------------
+# --- registration storm -----------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _row_lock_register(player_id, combat_id):
+    """Registration as it was before the seat claim, kept here as the storm's baseline: lock
+    the combat row, lock the player, count the seats, insert, bump the combat (its seats
+    counter too, so the rows stay consistent). Every registration of a combat queues on its
+    row for the whole transaction."""
+    from django.db import transaction
+    from django.db.models import Count, F, Q
+
+    from game.errors import AlreadyRegistered, CombatFull, InOtherCombat, RegistrationClosed
+    from game.models import Combat, Player, Registration
+    from nightstorm.transactions import set_lock_timeout
+
+    with transaction.atomic():
+        set_lock_timeout()
+        combat = Combat.objects.select_for_update().filter(pk=combat_id).first()
+        if combat.status != Combat.Status.OPEN:
+            raise RegistrationClosed()
+        Player.objects.select_for_update().filter(pk=player_id).values("pk").first()
+        here, active = Q(combat_id=combat.pk), Q(player_id=player_id, active=True)
+        counts = Registration.objects.filter(here | active).aggregate(
+            seats=Count("pk", filter=here),
+            mine=Count("pk", filter=here & Q(player_id=player_id)),
+            active=Count("pk", filter=active),
+        )
+        if counts["mine"]:
+            raise AlreadyRegistered()
+        if counts["active"]:
+            raise InOtherCombat()
+        if counts["seats"] >= combat.capacity:
+            raise CombatFull()
+        seat = Registration.objects.create(combat=combat, player_id=player_id)
+        Combat.objects.filter(pk=combat.pk).update(
+            seats=F("seats") + 1, version=F("version") + 1, updated_at=timezone.now()
+        )
+        return seat
 
 
-def bench_http_registration(world: World) -> list[Row]:
-    from rest_framework.authtoken.models import Token
-
+def _storm_round(world: World, register, slot_days: int) -> tuple[float, list[float], dict]:
+    """STORM_CONTENDERS players at once (STORM_THREADS threads) for one event's combats:
+    seconds, each attempt's latency, outcomes by kind. Frees the players afterwards."""
     from game.storms import events as nightstorms
 
-    tokens = Token.objects.bulk_create(
-        [Token(user_id=p.user_id, key=Token.generate_key()) for p in world.contenders]
+    event = nightstorms.open_nightstorm(
+        zone=world.home, slot=timezone.now() + timedelta(days=slot_days)
     )
-    rounds = 3
-    events = [
-        nightstorms.open_nightstorm(zone=world.home, slot=timezone.now() + timedelta(days=i + 1))
-        for i in range(rounds)
-    ]
-    port = _free_port()
-    env = {
-        **os.environ,
-        "DEBUG": "0",
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "THROTTLE_AUTH": "1000000/min",
-        "THROTTLE_ANON": "1000000/min",
-    }
-    root = Path(__file__).resolve().parent.parent
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "nightstorm.wsgi:application",
-            "-b",
-            f"127.0.0.1:{port}",
-            "-w",
-            "4",
-            "--threads",
-            "8",
-            "--log-level",
-            "warning",
-        ],
-        cwd=root,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    latencies, statuses, wall = [], {}, 0.0
-    try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/zones/", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.2)
+    combat_ids = [c.pk for c in event.combats.order_by("index")]
+    contenders = world.contenders[:STORM_CONTENDERS]
+    barrier = threading.Barrier(STORM_THREADS)
+    local = threading.local()
 
-        def post(combat_id, key):
-            request = urllib.request.Request(
-                f"http://127.0.0.1:{port}/api/v1/combats/{combat_id}/registrations/",
-                method="POST",
-                data=b"",
-                headers={"Authorization": f"Token {key}"},
-            )
-            started = time.perf_counter()
-            try:
-                with urllib.request.urlopen(request, timeout=30) as response:
-                    status = response.status
-            except urllib.error.HTTPError as exc:
-                status = exc.code
-            return (time.perf_counter() - started) * 1000, status
-
-        for event in events:
-            combat_ids = [c.pk for c in event.combats.order_by("index")]
-            barrier = threading.Barrier(HTTP_CONTENDERS)
-
-            def contend(i, barrier=barrier, combat_ids=combat_ids):
-                barrier.wait(timeout=30)
-                return post(combat_ids[i % len(combat_ids)], tokens[i].key)
-
-            round_started = time.perf_counter()
-            with ThreadPoolExecutor(max_workers=HTTP_CONTENDERS) as pool:
-                outcomes = list(pool.map(contend, range(HTTP_CONTENDERS)))
-            wall += time.perf_counter() - round_started
-            for ms, status in outcomes:
-                latencies.append(ms)
-                statuses[status] = statuses.get(status, 0) + 1
-            # Free the contenders for the next round.
-            for combat_id in combat_ids:
-                nightstorms.cancel_combat(combat_id=combat_id)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-    # Raw baseline: the same INSERT of a registration row, 100 contenders on threads.
-    raw_latencies = []
-    raw_event = nightstorms.open_nightstorm(
-        zone=world.home, slot=timezone.now() + timedelta(days=rounds + 2)
-    )
-    combat_ids = [c.pk for c in raw_event.combats.order_by("index")]
-    conns = [raw_pg() for _ in range(20)]
-    pool_lock = threading.Lock()
-
-    def raw(i):
-        with pool_lock:
-            conn = conns.pop()
+    def attempt(i):
+        if not getattr(local, "ready", False):
+            local.ready = True
+            connections["default"].ensure_connection()
+            barrier.wait(timeout=60)
+        started = time.perf_counter()
         try:
-            started = time.perf_counter()
-            conn.execute(
-                "INSERT INTO game_registration (combat_id, player_id, active, hp, damage_dealt, "
-                "created_at) VALUES (%s, %s, false, 0, 0, now())",
-                [combat_ids[i % len(combat_ids)], world.contenders[i].pk],
-            )
-            return (time.perf_counter() - started) * 1000
-        finally:
-            with pool_lock:
-                conns.append(conn)
+            register(player_id=contenders[i].pk, combat_id=combat_ids[i % len(combat_ids)])
+            kind = "seated"
+        except Exception as exc:  # refusals are part of a storm; counted by kind
+            kind = getattr(exc, "code", type(exc).__name__)
+        return (time.perf_counter() - started) * 1000, kind
 
-    with ThreadPoolExecutor(max_workers=20) as pool:
-        raw_latencies = list(pool.map(raw, range(HTTP_CONTENDERS)))
-    for conn in conns:
-        conn.close()
-    Token.objects.filter(pk__in=[t.pk for t in tokens]).delete()
-    served = sum(statuses.values()) / wall if wall else 0
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=STORM_THREADS) as pool:
+        outcomes = list(pool.map(attempt, range(len(contenders))))
+        # Each pool thread opened its own connection: close them inside their threads (the
+        # barrier makes every task land on a different thread).
+        done = threading.Barrier(STORM_THREADS)
+
+        def close(_):
+            connections.close_all()
+            done.wait(timeout=60)
+
+        list(pool.map(close, range(STORM_THREADS)))
+    seconds = time.perf_counter() - started
+    kinds: dict[str, int] = {}
+    for _, kind in outcomes:
+        kinds[kind] = kinds.get(kind, 0) + 1
+    for combat_id in combat_ids:
+        nightstorms.cancel_combat(combat_id=combat_id)
+    return seconds, [ms for ms, _ in outcomes], kinds
+
+
+def bench_registration_storm(world: World) -> list[Row]:
+    """Seat claim vs the former row-lock transaction, rounds interleaved in the same run."""
+    from game import registration
+
+    results = {"claim": ([], [], {}), "row lock": ([], [], {})}
+    variants = {"claim": registration.register, "row lock": _row_lock_register}
+    day = 1
+    for _ in range(STORM_ROUNDS):
+        for name, register in variants.items():
+            seconds, latencies, kinds = _storm_round(world, register, day)
+            day += 1
+            spent, lat, seen = results[name]
+            spent.append(seconds)
+            lat.extend(latencies)
+            for kind, n in kinds.items():
+                seen[kind] = seen.get(kind, 0) + n
+    rates = {
+        name: STORM_CONTENDERS * STORM_ROUNDS / sum(spent)
+        for name, (spent, _, _) in results.items()
+    }
+    p99 = {name: percentile(lat, 99) for name, (_, lat, _) in results.items()}
+    p50 = {name: median(lat) for name, (_, lat, _) in results.items()}
+    claim_kinds = results["claim"][2]
+    seated_ok = claim_kinds.get("seated") == 30 * STORM_ROUNDS
     note = (
-        f"statuses {json.dumps(statuses)}; gunicorn 4 workers x 8 threads served {served:.0f} "
-        f"req/s, so {HTTP_CONTENDERS} requests arriving at once queue; raw = one INSERT"
+        f"{STORM_CONTENDERS} players on {STORM_THREADS} threads for 3 x 10 seats, "
+        f"{STORM_ROUNDS} rounds; outcomes {json.dumps(claim_kinds)}"
+        f"{'' if seated_ok else ' (WRONG seat count)'}; "
+        f"row lock: {json.dumps(results['row lock'][2])}; "
+        f"p50 {p50['claim']:.1f} ms vs {p50['row lock']:.1f} ms; baseline = the former "
+        "row-lock transaction (lock combat, lock player, count, insert)"
     )
     return [
         Row(
-            "registration storm over HTTP, p50",
-            "ms",
-            median(latencies),
-            median(raw_latencies),
-            higher_is_better=False,
+            "registration storm (seat claim vs row lock)",
+            "req/s",
+            rates["claim"],
+            rates["row lock"],
+            goal=3.0,
             note=note,
         ),
         Row(
-            "registration storm over HTTP, p99",
+            "registration storm p99",
             "ms",
-            percentile(latencies, 99),
-            percentile(raw_latencies, 99),
+            p99["claim"],
+            p99["row lock"],
             higher_is_better=False,
+            goal=100,
+            goal_is_absolute=True,
         ),
     ]
 
@@ -496,10 +487,7 @@ def run() -> list[Row]:
     try:
         rows += bench_turns(world)
         rows += bench_travel(world)
-        try:
-            rows += bench_http_registration(world)
-        except Exception as exc:  # the HTTP part needs gunicorn and a free port
-            print(f"  http registration skipped: {exc}", file=sys.stderr)
+        rows += bench_registration_storm(world)
     finally:
         try:
             world.cleanup()

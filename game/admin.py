@@ -16,7 +16,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, OuterRef, Q, Subquery, Value
+from django.db.models import Count, F, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Concat
 from django.http import HttpResponseNotAllowed
 from django.shortcuts import redirect
@@ -708,14 +708,17 @@ class NightstormEventAdmin(ObjectActionsMixin, admin.ModelAdmin):
 
 class CombatAdminForm(VersionedAdminForm):
     """Capacity may not drop below the seats already taken (invariant: never more participants
-    than capacity). `super().clean()` has locked the combat row, and registration takes the
-    same lock, so no seat can be added between this count and the save."""
+    than capacity). A friendly form error for what the database refuses anyway: the CHECK
+    `seats <= capacity` holds whatever a concurrent registration claims in between."""
 
     def clean(self):
         cleaned = super().clean()
         capacity = cleaned.get("capacity")
         if capacity is not None and not self.instance._state.adding:
-            taken = Registration.objects.filter(combat=self.instance).count()
+            # The row is locked now: take the counter as it is (the number of seats), so the
+            # save cannot write back a stale one.
+            taken = Combat.objects.filter(pk=self.instance.pk).values_list("seats", flat=True)[0]
+            self.instance.seats = taken
             if capacity < taken:
                 self.add_error(
                     "capacity", f"{taken} players already hold seats; capacity cannot be lower."
@@ -794,7 +797,7 @@ class CombatAdmin(ObjectActionsMixin, SoftDeleteAdminMixin, VersionedModelAdmin)
     actions = ["start_now", "cancel", "restore"]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(n_participants=Count("registrations"))
+        return super().get_queryset(request).annotate(n_participants=F("seats"))
 
     def has_add_permission(self, request):
         return False  # combats are opened by Nightstorm events

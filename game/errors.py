@@ -28,6 +28,16 @@ class InOtherCombat(Conflict):
     detail = "You are already in another open or running combat."
 
 
+class NotInCombatZone(Conflict):
+    code = "not_in_combat_zone"
+    detail = "You must be in the combat's zone to join it."
+
+
+class Traveling(Conflict):
+    code = "traveling"
+    detail = "You cannot join a combat while on a journey."
+
+
 class AlreadyTraveling(Conflict):
     code = "already_traveling"
     detail = "You are already on a journey."

@@ -10,8 +10,9 @@ however a row gets written (a service that forgot a lock, an admin edit, a raw S
 - one Nightstorm event per (zone, slot), one combat per (event, index);
 - one reward per (combat, player).
 
-The combat capacity itself is enforced by the row lock on the combat in
-`game.registration.register` (a count cannot be a plain constraint).
+The combat capacity is a counter on the combat row (`Combat.seats`) with a CHECK that it
+never exceeds `capacity`; `game.registration.register` claims a seat by one conditional
+UPDATE of that counter, and a trigger gives the seat back when a registration row is deleted.
 """
 
 import uuid
@@ -215,6 +216,9 @@ class Combat(VersionedModel):
     index = models.PositiveSmallIntegerField(default=1)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
     capacity = models.PositiveSmallIntegerField()
+    # Seats taken: the number of registration rows of this combat. Raised only by the claim in
+    # game.registration (one conditional UPDATE), lowered by the trigger on registration delete.
+    seats = models.PositiveSmallIntegerField(default=0)
     turn = models.PositiveIntegerField(default=0)
     boss_max_hp = models.PositiveIntegerField(default=0)
     boss_hp = models.PositiveIntegerField(default=0)
@@ -240,6 +244,11 @@ class Combat(VersionedModel):
                 condition=Q(capacity__gte=1),
                 name="%(app_label)s_%(class)s_capacity_positive",
                 violation_error_message="A combat has at least one seat.",
+            ),
+            models.CheckConstraint(
+                condition=Q(seats__gte=0) & Q(seats__lte=models.F("capacity")),
+                name="%(app_label)s_%(class)s_seats_within_capacity",
+                violation_error_message="A combat never seats more players than its capacity.",
             ),
             models.CheckConstraint(
                 condition=Q(boss_hp__lte=models.F("boss_max_hp")),
@@ -293,6 +302,22 @@ class Registration(models.Model):
                 condition=Q(active=True),
                 name="%(app_label)s_%(class)s_one_active_combat",
                 violation_error_message="This player is already in an open or running combat.",
+            ),
+        ]
+        triggers = [
+            # A seat removed by any path (admin, cascade, a fix-up) is given back to its combat,
+            # so `Combat.seats` stays the count of its rows. Seats are only ever added by the
+            # claim in game.registration, which raises the counter itself; rows bulk-written
+            # around it (fixtures of running combats) may have left it low, and deleting them
+            # must not fail, hence the floor at 0.
+            pgtrigger.Trigger(
+                name="give_back_seat",
+                when=pgtrigger.After,
+                operation=pgtrigger.Delete,
+                func=(
+                    "UPDATE game_combat SET seats = GREATEST(seats - 1, 0) "
+                    "WHERE id = OLD.combat_id; RETURN NULL;"
+                ),
             ),
         ]
 

@@ -1,21 +1,31 @@
 """Registering a player for a combat: never more players than seats, never two active seats.
 
 The race: a hundred players click "join" on a 10-seat combat at once. Counting seats and then
-inserting is check-then-act; two requests could both count 9 and both insert. So the count and
-the insert run in one transaction that first takes the combat row with `SELECT … FOR UPDATE`:
-registrations for one combat queue on that row and each sees the seats its predecessors took.
-The player row is locked next (fixed order: combat, then player), which serialises this with
-the player's own travel requests.
+inserting is check-then-act: two requests could both count 9 and both insert. Instead a seat is
+claimed by one conditional statement on the combat's counter,
 
-The database backs this up: unique (combat, player) and a partial unique index "one active seat
-per player". A path that skipped the lock still could not seat a player twice; an
-IntegrityError from those constraints is mapped to the same 409 codes.
+    UPDATE game_combat SET seats = seats + 1 WHERE id = … AND status = 'open' AND seats < capacity
 
-`LOCK_COMBAT_ROW` exists only so the race tests can show what happens without the lock.
+which PostgreSQL evaluates against the latest committed row (a claim that waited re-checks the
+condition), so at most `capacity` claims succeed. The combat row is held only from that UPDATE
+to the commit, i.e. for the insert of the seat; the losers are refused from one plain read
+before any transaction, without waiting at all. A CHECK constraint (`seats <= capacity`) backs
+the counter up.
+
+A player may join only from the combat's zone and not while on a journey (a journey whose
+arrival time has passed counts as arrived). The player's row is locked first, in a statement of
+its own, and the checks read after it; travel does the same, so a journey cannot start between
+this check and the seat, nor a seat be taken between travel's check and its journey. Lock order
+everywhere is player, then combat.
+
+The unique indexes stay the backstop for the player's side: unique (combat, player) and "one
+active seat per player". An IntegrityError from them rolls the claim back with the transaction
+and is answered with the same 409 codes.
 """
 
-from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Q
+from datetime import datetime
+
+from django.db import IntegrityError, connection
 from django.utils import timezone
 
 from game import metrics
@@ -24,19 +34,46 @@ from game.errors import (
     CombatFull,
     CombatNotFound,
     InOtherCombat,
+    NoPlayer,
+    NotInCombatZone,
     RegistrationClosed,
+    Traveling,
 )
 from game.models import Combat, Player, Registration
 from nightstorm.errors import DomainError
 from nightstorm.operations import operation
-from nightstorm.transactions import busy_on_lock_timeout, set_lock_timeout
-
-LOCK_COMBAT_ROW = True  # tests flip this to demonstrate the race; never change it in code
+from nightstorm.transactions import busy_on_lock_timeout, set_lock_timeout, transient_retry
 
 _CONSTRAINT_ERRORS = {
     "game_registration_one_seat_per_player": AlreadyRegistered,
     "game_registration_one_active_combat": InOtherCombat,
 }
+
+# `FOR NO KEY UPDATE` conflicts with travel's `FOR UPDATE` but not with the key-share locks that
+# inserts referencing the player take.
+_LOCK_PLAYER_SQL = "SELECT 1 FROM game_player WHERE id = %s FOR NO KEY UPDATE"
+
+# Everything the checks need, in one round trip after the player's lock: the journey in flight
+# and whether it is due, the player's seats, and the combat as last committed (no lock: the
+# claim below re-checks status and seats). Plain SQL for the same reason as travel's state
+# query: this is the hot path of a registration storm. Every value is a bound parameter.
+_STATE_SQL = """
+SELECT p.zone_id,
+       j.destination_id,
+       j.arrives_at <= %s,
+       EXISTS (SELECT 1 FROM game_registration r WHERE r.player_id = p.id AND r.active),
+       EXISTS (SELECT 1 FROM game_registration r WHERE r.player_id = p.id AND r.combat_id = %s),
+       c.zone_id, c.status, c.seats, c.capacity
+  FROM game_player p
+  LEFT JOIN game_journey j ON j.player_id = p.id AND j.arrived_at IS NULL
+  LEFT JOIN game_combat c ON c.id = %s AND c.deleted_at IS NULL
+ WHERE p.id = %s AND p.deleted_at IS NULL
+"""
+
+_CLAIM_SQL = """
+UPDATE game_combat SET seats = seats + 1, version = version + 1, updated_at = %s
+ WHERE id = %s AND status = 'open' AND seats < capacity AND deleted_at IS NULL
+"""
 
 
 def _constraint_error(exc: IntegrityError) -> type[DomainError] | None:
@@ -55,51 +92,86 @@ def _constraint_error(exc: IntegrityError) -> type[DomainError] | None:
     return None
 
 
-def _register_locked(player_id, combat_id) -> Registration:
-    combats = Combat.objects.filter(pk=combat_id)
-    if LOCK_COMBAT_ROW:
-        combats = combats.select_for_update()
-    combat = combats.first()
-    if combat is None:
+def _uuid_param(value):
+    return Combat._meta.pk.get_db_prep_value(value, connection)
+
+
+def _state(player_id, combat_id, now: datetime, *, lock: bool):
+    player = Player._meta.pk.get_db_prep_value(player_id, connection)
+    combat = _uuid_param(combat_id)
+    with connection.cursor() as cursor:
+        if lock and connection.features.has_select_for_update:
+            # The lock is its own statement: in READ COMMITTED a statement that waited for a
+            # row lock still reads every other table as of its start, so a check folded into
+            # the locking SELECT would miss the journey whose commit it waited for.
+            cursor.execute(_LOCK_PLAYER_SQL, [player])
+        cursor.execute(
+            _STATE_SQL, [connection.ops.adapt_datetimefield_value(now), combat, combat, player]
+        )
+        return cursor.fetchone()
+
+
+def _check(row) -> None:
+    """Raise the first reason the state `row` refuses a seat, in the documented order."""
+    if row is None:
+        raise NoPlayer()
+    zone_id, flight_to, flight_due, active, here, combat_zone, status, seats, capacity = row
+    if combat_zone is None:
         raise CombatNotFound()
-    if combat.status != Combat.Status.OPEN:
+    if status != Combat.Status.OPEN:
         raise RegistrationClosed()
-    if LOCK_COMBAT_ROW:
-        Player.objects.select_for_update().filter(pk=player_id).values("pk").first()
-    # Seats taken, this player's seat here, this player's active seat anywhere: one query.
-    here, active = Q(combat_id=combat.pk), Q(player_id=player_id, active=True)
-    counts = Registration.objects.filter(here | active).aggregate(
-        seats=Count("pk", filter=here),
-        mine=Count("pk", filter=here & Q(player_id=player_id)),
-        active=Count("pk", filter=active),
-    )
-    if counts["mine"]:
+    if here:
         raise AlreadyRegistered()
-    if counts["active"]:
+    if active:
         raise InOtherCombat()
-    if counts["seats"] >= combat.capacity:
+    if flight_to is not None:
+        if not flight_due:
+            raise Traveling()
+        zone_id = flight_to  # arrived; the arrival itself is applied by the next read
+    if zone_id != combat_zone:
+        raise NotInCombatZone()
+    if seats >= capacity:
         raise CombatFull()
-    seat = Registration.objects.create(combat=combat, player_id=player_id)
-    # The combat's representation (participant_count) changed: bump its version so its ETag
-    # changes too.
-    Combat.objects.filter(pk=combat.pk).update(version=F("version") + 1, updated_at=timezone.now())
-    return seat
+
+
+def _claim_seat(combat_id, now: datetime) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _CLAIM_SQL, [connection.ops.adapt_datetimefield_value(now), _uuid_param(combat_id)]
+        )
+        return cursor.rowcount == 1
+
+
+@transient_retry(name="registration.register")
+def _register_in_transaction(player_id, combat_id, now: datetime) -> Registration:
+    set_lock_timeout()
+    _check(_state(player_id, combat_id, now, lock=True))
+    if not _claim_seat(combat_id, now):
+        # Filled or closed since the read above: say which.
+        closed = Combat.objects.filter(pk=combat_id).exclude(status=Combat.Status.OPEN).exists()
+        raise RegistrationClosed() if closed else CombatFull()
+    return Registration.objects.create(combat_id=combat_id, player_id=player_id, created_at=now)
 
 
 @operation("game.register")
-def register(*, player_id, combat_id) -> Registration:
+def register(*, player_id, combat_id, now: datetime | None = None) -> Registration:
     """Give `player_id` a seat in `combat_id`, or raise the reason it cannot have one.
 
     Owns its transaction (joins the caller's as a savepoint, e.g. under `@idempotent`).
-    Raises CombatNotFound, RegistrationClosed, AlreadyRegistered, InOtherCombat, CombatFull;
-    Busy (503) if the combat row stays locked longer than NIGHTSTORM_LOCK_TIMEOUT_MS.
+    Raises NoPlayer, CombatNotFound (404); RegistrationClosed, AlreadyRegistered,
+    InOtherCombat, Traveling, NotInCombatZone, CombatFull (409); Busy (503) if a row stays
+    locked longer than NIGHTSTORM_LOCK_TIMEOUT_MS.
     """
+    now = now or timezone.now()
     try:
+        # Most requests of a storm are refused (the combat is full). A refusal read without
+        # any lock is still true at the moment of that read (a seat taken stays taken, a
+        # closed combat stays closed), so it is answered from one plain read, outside the
+        # transaction that a seat needs.
+        _check(_state(player_id, combat_id, now, lock=False))
         with busy_on_lock_timeout():
             try:
-                with transaction.atomic():
-                    set_lock_timeout()
-                    seat = _register_locked(player_id, combat_id)
+                seat = _register_in_transaction(player_id, combat_id, now)
             except IntegrityError as exc:
                 error = _constraint_error(exc)
                 if error is None:

@@ -4,7 +4,8 @@ Reads never write."""
 
 from datetime import datetime
 
-from django.db.models import Count, Prefetch
+from django.db.models import Exists, F, OuterRef, Prefetch, Subquery, Value
+from django.db.models.functions import Concat
 from django.utils import timezone
 
 from game.models import Combat, Journey, NightstormEvent, Player, Zone
@@ -18,10 +19,16 @@ def player_as_of(*, user, now: datetime | None = None) -> tuple[Player, Journey 
     more. Nothing is written: the `game:arrivals` task, or the player's next journey, lands it
     in the database (`game.travel`), so a GET stays a read however many clients poll.
     """
-    now = now or timezone.now()
     player = Player.objects.select_related("zone").filter(user=user).first()
     if player is None:
         return None
+    return player, journey_as_of(player, now=now)
+
+
+def journey_as_of(player: Player, *, now: datetime | None = None) -> Journey | None:
+    """`player`'s journey in flight as it stands at `now` (one query); a due one shows as
+    landed: `player.zone` becomes its destination (in memory only) and None is returned."""
+    now = now or timezone.now()
     journey = (
         Journey.objects.select_related("origin", "destination")
         .filter(player=player, arrived_at__isnull=True)
@@ -30,26 +37,40 @@ def player_as_of(*, user, now: datetime | None = None) -> tuple[Player, Journey 
     if journey is not None and journey.arrives_at <= now:
         player.zone = journey.destination
         journey = None
-    return player, journey
+    return journey
 
 
-def zones_with_next_nightstorm() -> list[Zone]:
-    """All zones, each with `next_nightstorm_at` from its django-q2 schedule (None if none)."""
-    from game.storms.schedules import zone_schedules
+def zones_with_next_nightstorm() -> list[dict]:
+    """All zones as `{code, name, region, next_nightstorm_at}` (the time from the zone's
+    django-q2 schedule, None if it has none), in one query and without model instances: the
+    zones list is one of the most read endpoints."""
+    from django_q.models import Schedule
 
-    schedules = zone_schedules()
-    zones = list(Zone.objects.order_by("code"))
-    for zone in zones:
-        schedule = schedules.get(zone.code)
-        zone.next_nightstorm_at = schedule.next_run if schedule else None
-    return zones
+    from game.storms.schedules import PREFIX
+
+    schedule = Schedule.objects.filter(name=Concat(Value(PREFIX), OuterRef("code")))
+    return list(
+        Zone.objects.order_by("code")
+        .annotate(next_nightstorm_at=Subquery(schedule.values("next_run")[:1]))
+        .values("code", "name", "region", "next_nightstorm_at")
+    )
+
+
+def player_of_user(user):
+    """The user's player with its zone and `traveling` (a journey is in flight). One query;
+    None when the user has no player."""
+    in_flight = Journey.objects.filter(player=OuterRef("pk"), arrived_at__isnull=True)
+    return (
+        Player.objects.select_related("zone")
+        .annotate(traveling=Exists(in_flight))
+        .filter(user=user)
+        .first()
+    )
 
 
 def zone_storm_annotations() -> dict:
     """Per-zone columns for the admin: the schedule's next run, its last task's start and
     outcome, and the latest event's slot and state (subqueries: one query for the page)."""
-    from django.db.models import OuterRef, Subquery, Value
-    from django.db.models.functions import Concat
     from django_q.models import Schedule, Task
 
     from game.storms.schedules import PREFIX
@@ -72,7 +93,9 @@ def zone_storm_annotations() -> dict:
 
 
 def combats_with_counts():
-    return Combat.objects.annotate(participant_count=Count("registrations"))
+    """Combats with `participant_count`: the seats counter, which is the count of their
+    registration rows (see `Combat.seats`), so no join or aggregate is needed."""
+    return Combat.objects.annotate(participant_count=F("seats"))
 
 
 def nightstorm_events():
@@ -82,3 +105,38 @@ def nightstorm_events():
         .order_by("-slot", "zone__code")
         .prefetch_related(Prefetch("combats", queryset=combats_with_counts().order_by("index")))
     )
+
+
+def nightstorm_event_rows():
+    """Events newest first, as rows of `id, zone (code), slot, state` (paginate, then call
+    `with_combats` on the page): the API's list, without model instances."""
+    return (
+        NightstormEvent.objects.order_by("-slot", "zone__code")
+        .annotate(zone_code=F("zone__code"))
+        .values("id", "zone_code", "slot", "state")
+    )
+
+
+def with_combats(events: list[dict]) -> list[dict]:
+    """The page of `nightstorm_event_rows()` rendered with each event's combats and seat counts:
+    one more query for the whole page."""
+    combats: dict = {e["id"]: [] for e in events}
+    rows = (
+        Combat.objects.filter(event_id__in=list(combats))
+        .order_by("event_id", "index")
+        .values_list("event_id", "id", "status", "capacity", "seats")
+    )
+    for event_id, pk, status, capacity, seats in rows:
+        combats[event_id].append(
+            {"id": pk, "status": status, "capacity": capacity, "participant_count": seats}
+        )
+    return [
+        {
+            "id": e["id"],
+            "zone": e["zone_code"],
+            "slot": e["slot"],
+            "state": e["state"],
+            "combats": combats[e["id"]],
+        }
+        for e in events
+    ]

@@ -17,7 +17,8 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from game.models import Player
+from game.auth import PLAYER_AUTHENTICATION, player_of
+from game.errors import NoPlayer
 from jackpot import services
 from jackpot.models import GROUPS, JackpotPool, LedgerEntry, LedgerKind
 from nightstorm.api.conditional import etag_for, expected_version
@@ -106,11 +107,18 @@ def _pools():
 class PoolListView(ListAPIView):
     """The pools with their current amounts (anyone)."""
 
+    authentication_classes = []  # public: a token sent anyway is not looked up
     permission_classes = [AllowAny]
     serializer_class = PoolSerializer
 
     def get_queryset(self):
         return _pools()
+
+    def list(self, request, *args, **kwargs):
+        # A handful of pools: one query, in the paginated shape of every list (no COUNT).
+        pools = PoolSerializer(self.get_queryset(), many=True).data
+        body = {"count": len(pools), "next": None, "previous": None, "results": pools}
+        return Response(body)
 
 
 class PoolDetailView(APIView):
@@ -160,6 +168,7 @@ def _pool_headers(pool: JackpotPool) -> dict[str, str]:
 class ContributionView(APIView):
     """A player's bet feeds the pools; the Idempotency-Key makes it apply once."""
 
+    authentication_classes = PLAYER_AUTHENTICATION  # the player comes with the token
     permission_classes = [IsAuthenticated]
 
     @extend_schema(
@@ -169,9 +178,10 @@ class ContributionView(APIView):
     @idempotent(required=True)
     def post(self, request):
         bet = services.validate_bet(_body(request).get("bet"))
-        player_id = Player.objects.filter(user=request.user).values_list("pk", flat=True).first()
-        if player_id is None:
-            raise PlayerRequired()
+        try:
+            player_id = player_of(request).pk
+        except NoPlayer:
+            raise PlayerRequired() from None
         result = services.contribute(
             player=player_id, bet=bet, operation_id=_operation_id("contribution", request)
         )

@@ -121,7 +121,11 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
 elif _db["ENGINE"] == "django.db.backends.postgresql":
     # Persistent connections: opening one costs several milliseconds, more than a request.
     _db["CONN_MAX_AGE"] = _int("DB_CONN_MAX_AGE", 60)
-    _db["CONN_HEALTH_CHECKS"] = True
+    # A health check is one more round trip (SELECT 1) at the start of every request, the
+    # largest single cost of a light API request in profiles. Without it, a connection the
+    # database dropped (a restart) fails the one request that finds it, and Django discards
+    # it at that request's end.
+    _db["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default=False)
     # Server-side binding plus a prepare threshold lets psycopg prepare the hot statements
     # after a few runs, so PostgreSQL stops re-planning every conditional UPDATE. Behind a
     # transaction-mode pooler (PgBouncer) set DB_PREPARE_THRESHOLD=0 to never prepare.

@@ -11,7 +11,17 @@ class TokenAuthentication(authentication.TokenAuthentication):
     """DRF's token auth, but a key that cannot be a token (wrong length, NUL bytes, non-hex)
     is refused as invalid instead of being looked up (PostgreSQL rejects NUL in text)."""
 
+    def token_queryset(self):
+        """The tokens looked up, with their users; a subclass may load more in the same
+        query (an app's own data about the caller)."""
+        return self.get_model().objects.select_related("user")
+
     def authenticate_credentials(self, key):
         if not _KEY.match(key):
             raise exceptions.AuthenticationFailed("Invalid token.")
-        return super().authenticate_credentials(key)
+        token = self.token_queryset().filter(key=key).first()
+        if token is None:
+            raise exceptions.AuthenticationFailed("Invalid token.")
+        if not token.user.is_active:
+            raise exceptions.AuthenticationFailed("User inactive or deleted.")
+        return token.user, token

@@ -74,6 +74,7 @@ def make_running_combats(
                 index=i + 1,
                 status="running",
                 capacity=seats,
+                seats=seats,
                 boss_max_hp=boss_hp,
                 boss_hp=boss_hp,
                 next_turn_at=now - timedelta(seconds=1),

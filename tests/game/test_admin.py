@@ -76,9 +76,10 @@ def test_stale_player_save_shows_an_error(gm):
 
 
 def test_combat_actions_start_now_and_cancel(gm):
-    event = make_event(ZoneFactory())
+    zone = ZoneFactory()
+    event = make_event(zone)
     first, second, third = event.combats.order_by("index")
-    (p,) = make_players(1)
+    (p,) = make_players(1, zone=zone)
     registration.register(player_id=p.pk, combat_id=first.pk)
     response = gm.post(
         "/admin/game/combat/",
@@ -96,9 +97,10 @@ def test_combat_actions_start_now_and_cancel(gm):
 
 
 def test_dead_reward_retry_action(gm, monkeypatch):
-    event = make_event(ZoneFactory())
+    zone = ZoneFactory()
+    event = make_event(zone)
     combat = event.combats.first()
-    (p,) = make_players(1)
+    (p,) = make_players(1, zone=zone)
     registration.register(player_id=p.pk, combat_id=combat.pk)
     nightstorms.start_combat(combat_id=combat.pk)
     nightstorms.finish_combat(combat_id=combat.pk, outcome="defeat")

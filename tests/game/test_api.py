@@ -12,7 +12,7 @@ from django_q.models import Schedule
 from rest_framework.authtoken.models import Token
 
 from game import registration
-from game.models import Combat, Journey, Player
+from game.models import Combat, Journey, Player, Registration, Zone
 from game.storms import events as nightstorms
 from tests.game.factories import ZoneFactory, make_event, make_players
 
@@ -128,6 +128,15 @@ def test_me_needs_auth_and_a_player(api_client, world):
     _error(api_client.get("/api/v1/players/me/"), 404, "no_player")
 
 
+def test_a_token_whose_player_was_deleted_finds_no_player(client, player):
+    assert client.get("/api/v1/players/me/").status_code == 200
+    player.delete()  # soft: the row stays, hidden
+    _error(client.get("/api/v1/players/me/"), 404, "no_player")
+    _error(
+        client.post("/api/v1/players/me/travel/", {"zone": "ASH2"}, format="json"), 404, "no_player"
+    )
+
+
 def test_travel_and_lazy_arrival(client, player):
     response = client.post("/api/v1/players/me/travel/", {"zone": "ASH2"}, format="json")
     assert response.status_code == 202, response.content
@@ -192,7 +201,7 @@ def test_travel_refusals(client, player):
         409,
         "already_there",
     )
-    combat = make_event(ZoneFactory()).combats.first()
+    combat = make_event(player.zone).combats.first()
     registration.register(player_id=player.pk, combat_id=combat.pk)
     _error(
         client.post("/api/v1/players/me/travel/", {"zone": "ASH2"}, format="json"), 409, "in_combat"
@@ -228,10 +237,11 @@ def test_zones_lists_all_81_with_next_nightstorm(api_client, world):
 
 
 def test_nightstorms_newest_first_without_n_plus_one(client):
-    old = make_event(ZoneFactory(), slot=timezone.now() - timedelta(hours=2))
+    zone = ZoneFactory()
+    old = make_event(zone, slot=timezone.now() - timedelta(hours=2))
     for _ in range(4):
         make_event(ZoneFactory())
-    (p,) = make_players(1)
+    (p,) = make_players(1, zone=zone)
     registration.register(player_id=p.pk, combat_id=old.combats.order_by("index").first().pk)
     with CaptureQueriesContext(connection) as queries:
         response = client.get("/api/v1/nightstorms/")
@@ -250,7 +260,7 @@ def test_nightstorms_need_auth(api_client):
 
 
 def test_combat_detail_and_registration(client, player):
-    combat = make_event(ZoneFactory()).combats.order_by("index").first()
+    combat = make_event(player.zone).combats.order_by("index").first()
     response = client.get(f"/api/v1/combats/{combat.pk}/")
     assert response.status_code == 200
     body = response.json()
@@ -275,9 +285,9 @@ def test_combat_detail_and_registration(client, player):
 
 
 def test_registration_refusals(client, player):
-    event = make_event(ZoneFactory())
+    event = make_event(player.zone)
     combats = list(event.combats.order_by("index"))
-    others = make_players(10)
+    others = make_players(10, zone=player.zone)
     for p in others:
         registration.register(player_id=p.pk, combat_id=combats[0].pk)
     _error(client.post(f"/api/v1/combats/{combats[0].pk}/registrations/"), 409, "combat_full")
@@ -296,6 +306,18 @@ def test_registration_refusals(client, player):
         client.get("/api/v1/combats/00000000-0000-0000-0000-000000000000/"), 404, "combat_not_found"
     )
     assert Combat.objects.get(pk=combats[1].pk).status == "cancelled"
+
+
+def test_registration_needs_the_combats_zone_and_no_journey(client, player):
+    elsewhere = make_event(Zone.objects.get(code="ASH2")).combats.order_by("index").first()
+    url = f"/api/v1/combats/{elsewhere.pk}/registrations/"
+    _error(client.post(url), 409, "not_in_combat_zone")
+    here = make_event(player.zone).combats.order_by("index").first()
+    assert client.post("/api/v1/players/me/travel/", {"zone": "ASH2"}, format="json").status_code
+    _error(client.post(f"/api/v1/combats/{here.pk}/registrations/"), 409, "traveling")
+    _error(client.post(url), 409, "traveling")
+    assert not Registration.objects.exists()
+    assert Combat.objects.get(pk=here.pk).seats == 0
 
 
 def test_bad_bodies_get_4xx_and_change_nothing(client, player):

@@ -267,7 +267,7 @@ def test_lifecycle_open_start_cancel_finish_idempotent():
     assert again.pk == event.pk
     combats = list(event.combats.order_by("index"))
     assert len(combats) == 3 and all(c.capacity == 10 for c in combats)
-    players = make_players(2)
+    players = make_players(2, zone=zone)
     registration.register(player_id=players[0].pk, combat_id=combats[0].pk)
     registration.register(player_id=players[1].pk, combat_id=combats[0].pk)
 
@@ -288,8 +288,9 @@ def test_lifecycle_open_start_cancel_finish_idempotent():
 
 @pytest.mark.django_db
 def test_due_events_start_from_the_tick():
-    event = make_event(ZoneFactory(), slot=timezone.now() - timedelta(hours=1))
-    (player,) = make_players(1)
+    zone = ZoneFactory()
+    event = make_event(zone, slot=timezone.now() - timedelta(hours=1))
+    (player,) = make_players(1, zone=zone)
     registration.register(player_id=player.pk, combat_id=event.combats.first().pk)
     assert nightstorms.start_due_events() == 1
     assert Combat.objects.filter(event=event, status="running").count() == 1

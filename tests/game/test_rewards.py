@@ -16,9 +16,10 @@ from tests.helpers import race
 
 
 def _finished_combat_with_rewards(n=2, outcome="victory"):
-    event = make_event(ZoneFactory(boss_hp=1000))
+    zone = ZoneFactory(boss_hp=1000)
+    event = make_event(zone)
     combat = event.combats.order_by("index").first()
-    players = make_players(n)
+    players = make_players(n, zone=zone)
     for p in players:
         registration.register(player_id=p.pk, combat_id=combat.pk)
     nightstorms.start_combat(combat_id=combat.pk)

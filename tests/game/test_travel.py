@@ -85,7 +85,7 @@ def test_refusals_and_arrival():
 def test_player_in_combat_cannot_travel():
     home, away = make_zones(2)
     (player,) = make_players(1, zone=home)
-    combat = make_event(ZoneFactory()).combats.first()
+    combat = make_event(home).combats.first()
     registration.register(player_id=player.pk, combat_id=combat.pk)
     with pytest.raises(InCombat):
         travel.start_travel(player_id=player.pk, zone_code=away.code)
