@@ -1,12 +1,13 @@
 """A game master takes a player's seat away from a combat that has not started.
 
-Same lock order as `game.registration.register` (the combat row, then the player's), so a
-removal and a registration of the same combat queue instead of interleaving, and the combat's
-version moves like it does for a registration (its representation, participant_count,
-changed). A running fight keeps its seats: its turns and rewards are computed from them.
+Same lock order as `game.registration.register` (the player's row, then the combat's), so a
+removal and a registration of the same player and combat queue instead of deadlocking. The
+seat counter is given back by PostgreSQL's `give_back_seat` trigger, elsewhere by the update
+here; the combat's version moves like it does for a registration (its representation,
+participant_count, changed). A running fight keeps its seats: its turns and rewards are computed from them.
 """
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -34,17 +35,18 @@ def remove_player(*, combat_id, player_id) -> dict:
     open), NotSeated.
     """
     with transaction.atomic(durable=True):
+        Player.objects.select_for_update().filter(pk=player_id).values("pk").first()
         combat = Combat.objects.select_for_update().filter(pk=combat_id).first()
         if combat is None:
             raise CombatNotFound()
         if combat.status != Combat.Status.OPEN:
             raise SeatNotRemovable()
-        Player.objects.select_for_update().filter(pk=player_id).values("pk").first()
-        seats_before = Registration.objects.filter(combat=combat).count()
+        seats_before = combat.seats
         deleted, _ = Registration.objects.filter(combat=combat, player_id=player_id).delete()
         if not deleted:
             raise NotSeated()
-        Combat.objects.filter(pk=combat.pk).update(
-            version=F("version") + 1, updated_at=timezone.now()
-        )
+        changes = {"version": F("version") + 1, "updated_at": timezone.now()}
+        if connection.vendor != "postgresql":  # PostgreSQL's trigger gives the seat back
+            changes["seats"] = F("seats") - 1
+        Combat.objects.filter(pk=combat.pk).update(**changes)
     return {"players": (seats_before, seats_before - 1)}
