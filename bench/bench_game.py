@@ -343,6 +343,7 @@ def bench_http_registration(world: World) -> list[Row]:
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "THROTTLE_AUTH": "1000000/min",
         "THROTTLE_ANON": "1000000/min",
+        "THROTTLE_USER": "1000000/min",
     }
     root = Path(__file__).resolve().parent.parent
     server = subprocess.Popen(

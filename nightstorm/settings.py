@@ -243,13 +243,20 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["nightstorm.api.parsers.JSONParser"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_PAGINATION_CLASS": "nightstorm.api.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "EXCEPTION_HANDLER": "nightstorm.api.errors.exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "nightstorm.api.schema.AutoSchema",
+    # Every view is throttled: anonymous callers per address, accounts per user; the token
+    # login ("auth") and registration add their own scopes. Service tokens are not throttled.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "nightstorm.api.throttling.AnonRateThrottle",
+        "nightstorm.api.throttling.UserRateThrottle",
+    ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": env.str("THROTTLE_ANON", default="120/min"),
+        "user": env.str("THROTTLE_USER", default="1200/min"),
         "auth": env.str("THROTTLE_AUTH", default="30/min"),
         "register": env.str("THROTTLE_REGISTER", default="20/hour"),
     },
@@ -265,6 +272,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Zones, players, combats, jackpots and connections.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # 3.1 (JSON Schema 2020-12) can state what 3.0 cannot, e.g. metadata's key pattern.
+    "OAS_VERSION": "3.1.0",
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

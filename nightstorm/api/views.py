@@ -20,8 +20,8 @@ class InvalidCredentials(DomainError):
 
 
 class CredentialsSerializer(serializers.Serializer):
-    username = serializers.CharField(max_length=150)
-    password = serializers.CharField(max_length=128, trim_whitespace=False)
+    username = serializers.CharField(min_length=1, max_length=150)
+    password = serializers.CharField(min_length=1, max_length=128, trim_whitespace=False)
 
 
 class TokenView(APIView):

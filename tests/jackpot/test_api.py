@@ -82,7 +82,7 @@ def test_contribution_needs_a_key(player_client, pools):
         ({"bet": 0}, "bet_not_positive"),
         ({"bet": -100}, "bet_not_positive"),
         ({"bet": 10.5}, "bet_not_integer"),
-        ({"bet": 1000.0}, "bet_not_integer"),
+        ({"bet": 2.0**60}, "bet_not_integer"),
         ({"bet": "1e3"}, "bet_not_integer"),
         ({"bet": "1000"}, "bet_not_integer"),
         ({"bet": True}, "bet_not_integer"),
