@@ -23,6 +23,7 @@ from rest_framework.views import APIView
 from connections.players import resolve_player
 from connections.state import STATES, ConnectionNotFound
 from connections.web import get_connections
+from nightstorm.api import fields
 from nightstorm.api.pagination import PageNumberPagination
 from nightstorm.api.permissions import service_token_or_staff
 from nightstorm.api.schema import IDEMPOTENT, errors
@@ -35,19 +36,17 @@ ServiceOrStaff = service_token_or_staff("CONNECTIONS_SERVICE_TOKEN")
 @extend_schema_field(
     {"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}], "maxLength": 45}
 )
-class IPAddressField(serializers.IPAddressField):
+class IPAddressField(fields.IPAddressField):
     pass
 
 
 class ConnectionRegisterInput(serializers.Serializer):
-    protocol = serializers.RegexField(r"^[a-z][a-z0-9_-]{0,31}$", default="telnet")
+    protocol = fields.RegexField(r"^[a-z][a-z0-9_-]{0,31}$", default="telnet")
     remote_addr = IPAddressField(protocol="both", help_text="The client's IPv4 or IPv6 address.")
 
 
 class ConnectionBindInput(serializers.Serializer):
-    player = serializers.CharField(
-        min_length=1, max_length=150, help_text="Player id (UUID) or name."
-    )
+    player = fields.CharField(min_length=1, max_length=150, help_text="Player id (UUID) or name.")
 
 
 class ConnectionOutput(serializers.Serializer):
@@ -81,7 +80,7 @@ def _metadata_schema() -> dict:
         "additionalProperties": {
             "oneOf": [
                 {"type": "string", "maxLength": settings.CONNECTIONS_MAX_METADATA_VALUE_CHARS},
-                {"type": "integer", "minimum": -(10**15), "maximum": 10**15},
+                {"type": "number"},
             ]
         },
         "description": "Keys of A-Z a-z 0-9 _ . : - (1-64), string or number values; a "

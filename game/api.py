@@ -19,27 +19,33 @@ from game import players, registration, selectors, travel
 from game.errors import CombatNotFound, NoPlayer
 from game.models import Player
 from game.world import zone_specs
+from nightstorm.api import fields
 from nightstorm.api.conditional import etag_for
-from nightstorm.api.schema import ETAG, IDEMPOTENT, errors
+from nightstorm.api.schema import ETAG, IDEMPOTENT, NO_NUL, errors
 from nightstorm.idempotency import idempotent
 
 # --- serializers ----------------------------------------------------------------------------
 
 
+# At least 8 characters: Django's length validator, whose refusal is 400 `weak_password`.
+@extend_schema_field({"type": "string", "minLength": 8, "maxLength": 128, "pattern": NO_NUL})
+class PasswordField(fields.CharField):
+    pass
+
+
 class RegisterInput(serializers.Serializer):
-    username = serializers.RegexField(r"^[\w.@+-]+\Z", min_length=1, max_length=150)
-    password = serializers.CharField(
-        min_length=8,
+    username = fields.RegexField(r"^[\w.@+-]+\Z", min_length=1, max_length=150)
+    password = PasswordField(
         max_length=128,
         trim_whitespace=False,
         help_text="At least 8 characters, not all digits, not a common password, not like "
-        "the username (400 `invalid` otherwise).",
+        "the username (400 `weak_password` otherwise).",
     )
 
 
 # The seeded world's codes; a zone the database lacks is still 400 `unknown_zone`.
 @extend_schema_field({"type": "string", "enum": [z.code for z in zone_specs()]})
-class ZoneCodeField(serializers.CharField):
+class ZoneCodeField(fields.CharField):
     pass
 
 

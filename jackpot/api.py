@@ -100,6 +100,33 @@ def _whole_number(value):
     return value
 
 
+def _config_changes(request) -> dict:
+    """The PATCH body after the checks that need no stored state (a field, its type, its range:
+    the same codes as `services.validate_config`), so a malformed edit is a 400 whatever its
+    If-Match; the service checks the rest (cap over seed, rates of all pools) under its lock."""
+    changes = {name: _whole_number(value) for name, value in _body(request).items()}
+    for name, value in changes.items():
+        if name not in services.CONFIG_FIELDS:
+            raise InvalidInput(
+                f"Only {', '.join(services.CONFIG_FIELDS)} can be changed.", code="unknown_field"
+            )
+        if name == "max_amount" and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidInput(
+                f"{name} must be an integer number of minor units.", code=f"{name}_not_integer"
+            )
+        if abs(value) > services.MAX_STORABLE:
+            raise InvalidInput(f"{name} is out of range.", code=f"{name}_out_of_range")
+        if name == "contribution_rate_bp" and not 0 <= value <= BP_SCALE:
+            raise InvalidInput("contribution_rate_bp must be 0-10000.", code="rate_out_of_range")
+        if name == "seed_amount" and value < 0:
+            raise InvalidInput("seed_amount cannot be negative.", code="seed_negative")
+        if name == "max_amount" and value < 0:
+            raise InvalidInput("max_amount cannot be below seed_amount.", code="max_below_seed")
+    return changes
+
+
 def _body(request) -> dict:
     if not isinstance(request.data, dict):
         raise InvalidInput("The body must be a JSON object.", code="invalid_body")
@@ -163,10 +190,11 @@ class PoolDetailView(APIView):
     )
     def patch(self, request, group):
         services.get_pool(group)
+        changes = _config_changes(request)
         version = expected_version(request)
         pool = services.update_config(
             group=group,
-            changes={k: _whole_number(v) for k, v in _body(request).items()},
+            changes=changes,
             expected_version=version,
             actor=f"config:{request.user.get_username()}",
         )

@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_q",
     "pgtrigger",
+    "axes",
     "nightstorm",
     "game",
     "jackpot",
@@ -67,6 +68,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: it answers a locked-out admin login
 ]
 
 ROOT_URLCONF = "nightstorm.urls"
@@ -206,6 +208,11 @@ CONNECTIONS_MAX_LINE_BYTES = _int("CONNECTIONS_MAX_LINE_BYTES", 1024, minimum=16
 CONNECTIONS_MAX_CLIENTS = _int("CONNECTIONS_MAX_CLIENTS", 5000, minimum=1)
 CONNECTIONS_MAX_METADATA_KEYS = _int("CONNECTIONS_MAX_METADATA_KEYS", 32, minimum=1)
 CONNECTIONS_MAX_METADATA_VALUE_CHARS = _int("CONNECTIONS_MAX_METADATA_VALUE_CHARS", 1024, minimum=1)
+# Failed gateway logins one address may make in the window, across connections and gateways.
+CONNECTIONS_LOGIN_FAILURES_PER_ADDRESS = _int(
+    "CONNECTIONS_LOGIN_FAILURES_PER_ADDRESS", 10, minimum=1
+)
+CONNECTIONS_LOGIN_WINDOW_SECONDS = _int("CONNECTIONS_LOGIN_WINDOW_SECONDS", 300, minimum=1)
 
 # --- Operations -----------------------------------------------------------------------------
 
@@ -287,6 +294,23 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+AUTHENTICATION_BACKENDS = [
+    "nightstorm.admin_login.AdminLoginBackend",  # django-axes: admin login lockout
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_ONLY_ADMIN_SITE = True
+AXES_HANDLER = "nightstorm.admin_login.AdminLoginHandler"
+AXES_FAILURE_LIMIT = _int("AXES_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = _int("AXES_COOLOFF_MINUTES", 15, minimum=1) / 60  # hours
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]
+AXES_RESET_ON_SUCCESS = True
+# The client's address: X-Forwarded-For only behind NUM_PROXIES trusted proxies (a client could
+# otherwise pick a new address for every guess).
+AXES_IPWARE_PROXY_COUNT = REST_FRAMEWORK["NUM_PROXIES"]
+AXES_IPWARE_META_PRECEDENCE_ORDER = (
+    ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"] if AXES_IPWARE_PROXY_COUNT else ["REMOTE_ADDR"]
+)
+
 PASSWORD_HASHERS = env.list(
     "PASSWORD_HASHERS",
     default=[

@@ -16,6 +16,7 @@ from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 
 SERVICE_TOKEN = "serviceToken"
+NO_NUL = r"^[^\x00]*$"
 
 # --- the error body -------------------------------------------------------------------------
 
@@ -163,6 +164,17 @@ class AutoSchema(openapi.AutoSchema):
                 str(status), self._get_response_for_code(error_response(status), str(status))
             )
         return dict(sorted(responses.items()))
+
+    def _map_serializer_field(self, field, direction, bypass_extensions=False):
+        schema = super()._map_serializer_field(field, direction, bypass_extensions)
+        free_text = not any(k in schema for k in ("pattern", "enum", "format", "anyOf", "oneOf"))
+        if (
+            isinstance(field, serializers.CharField)
+            and schema.get("type") == "string"
+            and free_text
+        ):
+            schema["pattern"] = NO_NUL  # DRF refuses NUL in text (400 `invalid`)
+        return schema
 
     def _get_request_for_media_type(self, serializer, direction="request"):
         schema, required = super()._get_request_for_media_type(serializer, direction)
