@@ -46,7 +46,10 @@ class ConnectionRegisterInput(serializers.Serializer):
 
 
 class ConnectionBindInput(serializers.Serializer):
-    player = fields.CharField(min_length=1, max_length=150, help_text="Player id (UUID) or name.")
+    # Looked up as given: trimming would turn a whitespace-only name into a blank one.
+    player = fields.CharField(
+        min_length=1, max_length=150, trim_whitespace=False, help_text="Player id (UUID) or name."
+    )
 
 
 class ConnectionOutput(serializers.Serializer):

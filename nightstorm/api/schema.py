@@ -170,6 +170,7 @@ class AutoSchema(openapi.AutoSchema):
         free_text = not any(k in schema for k in ("pattern", "enum", "format", "anyOf", "oneOf"))
         if (
             isinstance(field, serializers.CharField)
+            and not isinstance(field, serializers.RegexField)  # its own pattern excludes NUL
             and schema.get("type") == "string"
             and free_text
         ):
