@@ -17,9 +17,11 @@ WRITE_QUEUE_FULL = Counter(
     "Non-critical writes refused because the background queue was full (logged).",
     ["kind"],
 )
+# Per-process gauges: `livesum` adds up the live processes and drops a dead one's value.
 WRITE_QUEUE_DEPTH = Gauge(
     "nightstorm_connections_write_queue_depth",
     "Pending entries in the background writer (after coalescing).",
+    multiprocess_mode="livesum",
 )
 BACKGROUND_BATCH_SECONDS = Histogram(
     "nightstorm_connections_background_batch_seconds",
@@ -42,7 +44,9 @@ RECONCILED = Counter(
     "Connections seen by reconciliation, by outcome (loaded, pruned, stray).",
     ["outcome"],
 )
-GATEWAY_CLIENTS = Gauge("nightstorm_gateway_clients", "Clients connected to this gateway.")
+GATEWAY_CLIENTS = Gauge(
+    "nightstorm_gateway_clients", "Clients connected to gateways.", multiprocess_mode="livesum"
+)
 GATEWAY_DROPPED = Counter(
     "nightstorm_gateway_dropped_total",
     "Gateway clients closed by the server, by reason.",

@@ -64,6 +64,7 @@ from connections.state import (
 from connections.store import RedisConnectionStore, encode_time
 from connections.writer import BackgroundWriter
 from nightstorm.errors import IdempotencyKeyReused, InvalidInput
+from nightstorm.operations import operation
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,7 @@ class ConnectionService:
 
     # --- critical writes ---------------------------------------------------------------------
 
+    @operation("connections.register")
     def register(
         self,
         *,
@@ -176,6 +178,7 @@ class ConnectionService:
                 )
             return conn
 
+    @operation("connections.bind")
     def bind(self, handle: int, *, player_id: str, player_name: str) -> Connection:
         """Bind a connection to a player (idempotent for the same player; a different player
         is refused with `AlreadyBound`)."""
@@ -205,6 +208,7 @@ class ConnectionService:
             local.player_id, local.player_name, local.state = player_id, player_name, LOGGED_IN
         return local
 
+    @operation("connections.set_state")
     def set_state(self, handle: int, state: str) -> Connection:
         if state not in STATES:
             raise InvalidInput(f"state must be one of {', '.join(STATES)}", code="invalid_state")
@@ -220,6 +224,7 @@ class ConnectionService:
         local.state = state
         return local
 
+    @operation("connections.disconnect")
     def disconnect(self, handle: int) -> bool:
         """Forget a connection everywhere. The local entry goes first and unconditionally (the
         socket is gone); then Redis, which raises `StoreUnavailable` if it cannot be reached."""

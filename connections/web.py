@@ -27,6 +27,7 @@ from connections.state import (
     max_metadata_keys,
 )
 from connections.store import RedisConnectionStore
+from nightstorm.operations import operation
 
 
 class SharedConnections:
@@ -42,6 +43,7 @@ class SharedConnections:
 
         return cls(RedisConnectionStore(get_redis_connection("default")))
 
+    @operation("connections.register")
     def register(
         self,
         *,
@@ -70,6 +72,7 @@ class SharedConnections:
     def online(self) -> list[Connection]:
         return self.store.load_all()[0]
 
+    @operation("connections.bind")
     def bind(self, handle: int, *, player_id: str, player_name: str) -> Connection:
         outcome = self.store.bind(
             handle, player_id=str(player_id), player_name=player_name, state=LOGGED_IN
@@ -80,6 +83,7 @@ class SharedConnections:
             raise AlreadyBound()
         return self.lookup(handle)
 
+    @operation("connections.metadata")
     def update_metadata(self, handle: int, changes) -> Connection:
         """Validate, write synchronously (an explicit request, not a hint worth deferring) and
         return the connection as Redis now holds it."""
@@ -89,6 +93,7 @@ class SharedConnections:
             raise ConnectionNotFound()
         return conn
 
+    @operation("connections.disconnect")
     def disconnect(self, handle: int) -> bool:
         return self.store.remove(handle) == 1
 

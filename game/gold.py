@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from game.models import GoldEntry, GoldKind, Player
 from nightstorm.errors import InvalidInput, NotFound
+from nightstorm.operations import operation
 
 
 class GoldPlayerNotFound(NotFound):
@@ -26,6 +27,7 @@ class GoldBelowZero(InvalidInput):
     detail = "A player's gold cannot go below zero."
 
 
+@operation("game.gold_credit")
 def credit(
     *, player_id, amount: int, kind: str, reference: str, note: str = "", xp: int = 0
 ) -> GoldEntry:
@@ -60,6 +62,7 @@ def credit(
         )
 
 
+@operation("game.gold_adjust")
 def adjust(*, player_id, delta: int, actor: str, reference: str, note: str = "") -> GoldEntry:
     """A game master's signed correction, once per `reference` (an admin form's token)."""
     if isinstance(delta, bool) or not isinstance(delta, int) or delta == 0:

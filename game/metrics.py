@@ -1,6 +1,6 @@
 """Prometheus metrics of the game app (served at /metrics with the toolkit's)."""
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 COMBATS_PER_TICK = Histogram(
     "nightstorm_game_combats_per_tick",
@@ -33,4 +33,16 @@ REGISTRATIONS = Counter(
     "nightstorm_game_registrations_total", "Combat registration attempts by outcome.", ["outcome"]
 )
 TRAVELS = Counter("nightstorm_game_travels_total", "Journey starts by outcome.", ["outcome"])
+ORCHESTRATOR_BEAT = Gauge(
+    "nightstorm_orchestrator_last_beat_timestamp_seconds",
+    "When this orchestrator last finished a tick (Unix time); the series leaves with the "
+    "process, so no series at all means no orchestrator.",
+    multiprocess_mode="livemax",
+)
+FIRES = Counter("nightstorm_schedule_fires_total", "Nightstorm schedule runs.", ["outcome"])
+MISSED_SLOTS = Counter(
+    "nightstorm_missed_slots_total",
+    "Slots skipped because a schedule was overdue (coalesced into one run).",
+    ["zone"],
+)
 REWARDS_PAID = Counter("nightstorm_game_rewards_paid_total", "Rewards credited to players.")

@@ -28,6 +28,7 @@ from game.errors import (
 )
 from game.models import Combat, Player, Registration
 from nightstorm.errors import DomainError
+from nightstorm.operations import operation
 from nightstorm.transactions import busy_on_lock_timeout, set_lock_timeout
 
 LOCK_COMBAT_ROW = True  # tests flip this to demonstrate the race; never change it in code
@@ -85,6 +86,7 @@ def _register_locked(player_id, combat_id) -> Registration:
     return seat
 
 
+@operation("game.register")
 def register(*, player_id, combat_id) -> Registration:
     """Give `player_id` a seat in `combat_id`, or raise the reason it cannot have one.
 

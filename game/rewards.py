@@ -17,6 +17,7 @@ from django.utils import timezone
 from game import fight, gold, metrics
 from game.models import Combat, GoldKind, Registration, Reward
 from nightstorm import outbox
+from nightstorm.operations import operation
 
 PAY_REWARD = "game.pay_reward"
 
@@ -57,6 +58,7 @@ def _mark_paid(reward: Reward) -> None:
     reward.save(update_fields=["paid_at"])
 
 
+@operation("game.pay_reward")
 @outbox.handler(PAY_REWARD)
 def pay_reward(payload: dict) -> bool:
     """Credit one reward if it is not paid yet; return whether this call paid it.

@@ -20,6 +20,7 @@ from game import metrics
 from game.errors import AlreadyThere, AlreadyTraveling, InCombat, NoPlayer, UnknownZone
 from game.models import Journey, Player, Route, Zone
 from nightstorm.errors import DomainError
+from nightstorm.operations import operation
 from nightstorm.transactions import busy_on_lock_timeout, set_lock_timeout, transient_retry
 
 # A zone pair without a seeded route (only in hand-made test data).
@@ -102,6 +103,7 @@ def _start_in_transaction(player_id, destination: Zone, now: datetime) -> Journe
     return _start_locked(player_id, destination, now)
 
 
+@operation("game.travel")
 def start_travel(*, player_id, zone_code: str, now: datetime | None = None) -> Journey:
     """Start a journey of `player_id` to the zone `zone_code`.
 
@@ -153,6 +155,7 @@ def _land(player_id, journey_id, now: datetime) -> None:
         _arrive_locked(locked, now)
 
 
+@operation("game.arrivals")
 @transient_retry(name="travel.arrivals")
 def apply_arrivals(*, now: datetime | None = None, limit: int = 5000) -> int:
     """Land every journey that is due; return how many landed. Safe to run concurrently:

@@ -1,17 +1,72 @@
-"""Prometheus metrics of the jackpot app (the shared ones are in `nightstorm.metrics`)."""
+"""Prometheus metrics of the jackpot app (the shared ones are in `nightstorm.metrics`).
 
-from prometheus_client import Counter, Histogram
+JACKPOT_ENABLE_METRICS=false turns these into no-ops: nothing is recorded or exported (not
+even into PROMETHEUS_MULTIPROC_DIR). The toolkit's `nightstorm_*` series of jackpot
+operations stay.
+"""
+
+from django.conf import settings
+from prometheus_client import Counter as _Counter
+from prometheus_client import Histogram as _Histogram
+
+from nightstorm import rates
+
+
+class _Off:
+    """Stands for a metric when JACKPOT_ENABLE_METRICS is off."""
+
+    def labels(self, *args, **kwargs):
+        return self
+
+    def inc(self, amount=1):
+        pass
+
+    def observe(self, amount):
+        pass
+
+
+def Counter(*args, **kwargs):
+    return _Counter(*args, **kwargs) if settings.JACKPOT_ENABLE_METRICS else _Off()
+
+
+def Histogram(*args, **kwargs):
+    return _Histogram(*args, **kwargs) if settings.JACKPOT_ENABLE_METRICS else _Off()
+
 
 OPERATIONS = Counter(
     "jackpot_operations_total",
     "Jackpot operations by outcome (applied, replayed, refused, contended).",
     ["operation", "outcome"],
 )
-CONFLICTS = Counter(
-    "jackpot_version_conflicts_total",
-    "Optimistic pool updates that found a newer version (each one causes a retry or a refusal).",
-    ["operation"],
-)
+
+
+class _Conflicts:
+    """`jackpot_version_conflicts_total`, each conflict also counted in `nightstorm.rates`
+    (as `jackpot.<operation>:conflict`) for the `jackpot_conflicts` health check, which
+    works whether or not JACKPOT_ENABLE_METRICS is on."""
+
+    def __init__(self):
+        self.metric = Counter(
+            "jackpot_version_conflicts_total",
+            "Optimistic pool updates that found a newer version (each one causes a retry or a "
+            "refusal).",
+            ["operation"],
+        )
+
+    def labels(self, operation: str):
+        return _Conflict(self.metric.labels(operation), f"jackpot.{operation}:conflict")
+
+
+class _Conflict:
+    def __init__(self, child, event: str):
+        self.child, self.event = child, event
+
+    def inc(self, amount: int = 1) -> None:
+        self.child.inc(amount)
+        rates.record(self.event, amount)
+
+
+CONFLICTS = _Conflicts()
 RETRIES = Counter(
     "jackpot_retries_total", "Attempts run again after a version conflict.", ["operation"]
 )

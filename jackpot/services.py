@@ -92,6 +92,8 @@ from nightstorm.errors import (
     NotFound,
     PreconditionFailed,
 )
+from nightstorm.logs import audit
+from nightstorm.operations import operation
 from nightstorm.optimistic import update_versioned
 from nightstorm.transactions import (
     backoff_delay,
@@ -197,6 +199,7 @@ def get_pool(group: str, queryset=None) -> JackpotPool:
 # --- contributions --------------------------------------------------------------------------
 
 
+@operation("jackpot.contribute")
 def contribute(*, player, bet: int, operation_id: str) -> ContributionResult:
     """Add a bet's share to all three pools, once per `operation_id`; retry on conflicts.
 
@@ -549,6 +552,7 @@ def _write_contribution(connection, values: dict, entries: list[dict], writes, n
 # --- wins -----------------------------------------------------------------------------------
 
 
+@operation("jackpot.win")
 def process_win(*, group: str, player, operation_id: str) -> WinResult:
     """Pay everything pool `group` holds to `player` and reset the pool to its seed; once.
 
@@ -579,6 +583,7 @@ def process_win(*, group: str, player, operation_id: str) -> WinResult:
         metrics.OPERATIONS.labels("win", "replayed").inc()
         return result
     metrics.OPERATIONS.labels("win", "applied").inc()
+    audit("jackpot.win", group=group, amount=result.win.amount, player=str(player_id))
     metrics.PAID.labels(group).inc(result.win.amount)
     metrics.SECONDS.labels("win").observe(time.perf_counter() - started)
     return result
@@ -674,6 +679,7 @@ def _bounded_lock(queryset, alias: str, lock_timeout_ms: int):
 # --- adjustments and configuration ----------------------------------------------------------
 
 
+@operation("jackpot.adjust")
 def adjust_pool(
     *,
     group: str,
@@ -743,6 +749,7 @@ def adjust_pool(
         )
         pool.amount, pool.lock_holder, pool.last_modified_at = balance, operation_id, now
     metrics.OPERATIONS.labels("adjust", "applied").inc()
+    audit("jackpot.adjustment", group=group, delta=delta, balance=pool.amount, note=note[:200])
     return pool
 
 
@@ -774,6 +781,7 @@ def validate_config(changes: dict, pool: JackpotPool, others: list[JackpotPool])
     return {name: value for name, value in changes.items() if getattr(pool, name) != value}
 
 
+@operation("jackpot.config")
 def update_config(
     *, group: str, changes: dict, expected_version: int, actor: str = "config"
 ) -> JackpotPool:
@@ -822,6 +830,13 @@ def update_config(
             setattr(pool, name, value)
         pool.lock_holder, pool.last_modified_at = actor[:120], now
     metrics.OPERATIONS.labels("config", "applied").inc()
+    audit(
+        "jackpot.config",
+        group=group,
+        actor=actor[:120],
+        changes=effective,
+        version=pool.config_version,
+    )
     return pool
 
 

@@ -8,13 +8,14 @@ Two backends, chosen by `NIGHTSTORM_LOCK_BACKEND`:
 
 * `redis` — one Lua script sets the key with NX and PX and takes the next fencing token; release
   and extend are Lua compare-and-act on the owner token, so only the holder can release or
-  extend. Keys are raw (`nightstorm:lock:<key>`), not django-redis's prefixed cache keys, so every
-  process that speaks raw Redis sees the same lock. The token is `max(last + 1, Redis TIME in µs)`
-  so it keeps growing even if Redis restarts without persistence.
+  extend. Keys are raw (`nightstorm:lock:{<key>}`, hash-tagged for Redis Cluster), not
+  django-redis's prefixed cache keys, so every process that speaks raw Redis sees the same
+  lock. The token is `max(last + 1, Redis TIME in µs)` so it keeps growing even if Redis
+  restarts without persistence or fails over to a replica that missed the last grant.
 * `database` — a lease row per key (`LockLease`) claimed with one upsert whose `WHERE` only
-  matches an expired lease. Works on SQLite for the embedded default. Its statements must not
-  run inside a transaction (other processes could not see the lease), so acquiring inside
-  `atomic()` is refused.
+  matches an expired lease; expiry and token come from the database's clock. Works on SQLite
+  for the embedded default. Its statements must not run inside a transaction (other processes
+  could not see the lease), so acquiring inside `atomic()` is refused.
 
 Every lock has a TTL (a crashed holder cannot block forever) and a bounded wait; failing to
 acquire raises `LockUnavailable`, never proceeds. A holder whose lease expired may still be
@@ -27,8 +28,8 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
 
+import redis
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
@@ -40,6 +41,14 @@ log = logging.getLogger(__name__)
 
 REDIS_PREFIX = "nightstorm:lock:"
 REDIS_FENCE_PREFIX = "nightstorm:fence:"
+
+
+def redis_keys(key: str) -> list[str]:
+    """The lock key and its fence key. The `{key}` hash tag puts both in one Redis Cluster slot,
+    so the acquire script (which touches both) runs on one node; different locks still spread
+    over the cluster's slots."""
+    return [f"{REDIS_PREFIX}{{{key}}}", f"{REDIS_FENCE_PREFIX}{{{key}}}"]
+
 
 # KEYS[1] lock key, KEYS[2] fence key; ARGV[1] owner, ARGV[2] ttl ms. Returns the fence or 0.
 _ACQUIRE = """
@@ -76,23 +85,61 @@ class RedisBackend:
         self._release = client.register_script(_RELEASE)
         self._extend = client.register_script(_EXTEND)
 
+    # A Redis error (unreachable, failing over, READONLY on a demoted primary) counts as "not
+    # granted" / "not held": the caller gets LockUnavailable or LockLost, never a half-known
+    # lease. A grant whose reply was lost just expires with its TTL.
+
     def try_acquire(self, key: str, owner: str, ttl_ms: int) -> int | None:
-        fence = self._acquire(
-            keys=[REDIS_PREFIX + key, REDIS_FENCE_PREFIX + key], args=[owner, ttl_ms]
-        )
+        try:
+            fence = self._acquire(keys=redis_keys(key), args=[owner, ttl_ms])
+        except redis.RedisError as exc:
+            log.warning("lock %s: Redis refused the acquire: %s", key, exc)
+            return None
         return int(fence) or None
 
     def release(self, key: str, owner: str) -> bool:
-        return bool(self._release(keys=[REDIS_PREFIX + key], args=[owner]))
+        try:
+            return bool(self._release(keys=redis_keys(key)[:1], args=[owner]))
+        except redis.RedisError as exc:
+            log.warning("lock %s: Redis refused the release: %s", key, exc)
+            return False
 
     def extend(self, key: str, owner: str, ttl_ms: int) -> bool:
-        return bool(self._extend(keys=[REDIS_PREFIX + key], args=[owner, ttl_ms]))
+        try:
+            return bool(self._extend(keys=redis_keys(key)[:1], args=[owner, ttl_ms]))
+        except redis.RedisError as exc:
+            log.warning("lock %s: Redis refused the extend: %s", key, exc)
+            return False
 
 
 class DatabaseBackend:
-    """Lease rows in the default database; each statement runs in autocommit."""
+    """Lease rows in the default database; each statement runs in autocommit.
+
+    Expiry is measured on the database's clock (`clock_timestamp()`), never the app server's:
+    two web hosts whose clocks disagree would otherwise each see the other's lease expired. The
+    fence is `max(last + 1, database time in µs)`, the Redis backend's rule, so switching
+    `NIGHTSTORM_LOCK_BACKEND` either way keeps tokens growing (given the two servers' clocks
+    agree to within the time the switch takes; a lower token is refused by `check_fence`, never
+    let through).
+    """
 
     name = "database"
+
+    def _clock(self) -> tuple[str, str, str]:
+        """SQL for: now, now + %s milliseconds, now in epoch microseconds."""
+        if connection.vendor == "postgresql":
+            return (
+                "clock_timestamp()",
+                "clock_timestamp() + %s * interval '1 millisecond'",
+                "(extract(epoch from clock_timestamp()) * 1000000)::bigint",
+            )
+        # SQLite (the embedded default): Django stores datetimes as ISO text in UTC.
+        stamp = "strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now'"
+        return (
+            f"{stamp})",
+            f"{stamp}, '+' || (%s / 1000.0) || ' seconds')",
+            "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)",
+        )
 
     def _execute(self, sql: str, params) -> list:
         if connection.in_atomic_block:
@@ -102,32 +149,35 @@ class DatabaseBackend:
             return cursor.fetchall() if cursor.description else [(cursor.rowcount,)]
 
     def try_acquire(self, key: str, owner: str, ttl_ms: int) -> int | None:
-        now = timezone.now()
+        now, later, micros = self._clock()
+        greatest = "GREATEST" if connection.vendor == "postgresql" else "MAX"
         rows = self._execute(
             "INSERT INTO nightstorm_lock_lease (key, owner, fence, expires_at) "
-            "VALUES (%s, %s, 1, %s) "
+            f"VALUES (%s, %s, {micros}, {later}) "
             "ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, "
-            "fence = nightstorm_lock_lease.fence + 1, expires_at = excluded.expires_at "
-            "WHERE nightstorm_lock_lease.expires_at <= %s "
+            f"fence = {greatest}(nightstorm_lock_lease.fence + 1, excluded.fence), "
+            "expires_at = excluded.expires_at "
+            f"WHERE nightstorm_lock_lease.expires_at <= {now} "
             "RETURNING fence",
-            [key, owner, now + timedelta(milliseconds=ttl_ms), now],
+            [key, owner, ttl_ms],
         )
         return rows[0][0] if rows else None
 
     def release(self, key: str, owner: str) -> bool:
+        now, _, _ = self._clock()
         (count,) = self._execute(
-            "UPDATE nightstorm_lock_lease SET owner = '', expires_at = %s "
-            "WHERE key = %s AND owner = %s AND expires_at > %s",
-            [timezone.now(), key, owner, timezone.now()],
+            f"UPDATE nightstorm_lock_lease SET owner = '', expires_at = {now} "
+            f"WHERE key = %s AND owner = %s AND expires_at > {now}",
+            [key, owner],
         )[0]
         return count == 1
 
     def extend(self, key: str, owner: str, ttl_ms: int) -> bool:
-        now = timezone.now()
+        now, later, _ = self._clock()
         (count,) = self._execute(
-            "UPDATE nightstorm_lock_lease SET expires_at = %s "
-            "WHERE key = %s AND owner = %s AND expires_at > %s",
-            [now + timedelta(milliseconds=ttl_ms), key, owner, now],
+            f"UPDATE nightstorm_lock_lease SET expires_at = {later} "
+            f"WHERE key = %s AND owner = %s AND expires_at > {now}",
+            [ttl_ms, key, owner],
         )[0]
         return count == 1
 

@@ -119,8 +119,7 @@ def retry_on_conflict(
                     return fn(*args, **kwargs)
                 except ConcurrencyConflict:
                     if attempt == limit:
-                        metrics.OPERATIONS.labels(op, "conflict").inc()
-                        raise
+                        raise  # counted by the caller's @operation as `version_conflict`
                     metrics.RETRIES.labels(op, "optimistic").inc()
                     time.sleep(backoff_delay(attempt, base))
             raise AssertionError("unreachable")

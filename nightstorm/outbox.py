@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from nightstorm import metrics
 from nightstorm.models import OutboxJob
+from nightstorm.operations import operation
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ def next_delay(attempts: int) -> timedelta:
     return timedelta(seconds=settings.NIGHTSTORM_OUTBOX_BASE_DELAY_S * (2 ** max(0, attempts - 1)))
 
 
+@operation("platform.outbox_job")
 def run_job(job_id: int) -> str | None:
     """Apply one job if it is pending and due; return its new state, or None if skipped."""
     with transaction.atomic():
@@ -121,6 +123,7 @@ def run_job(job_id: int) -> str | None:
             job.last_error = "".join(traceback.format_exception_only(exc)).strip()[:2000]
             if job.attempts >= job.max_attempts:
                 job.state = OutboxJob.State.DEAD
+                metrics.OUTBOX_DEAD.labels(job.kind).inc()
                 log.error("outbox job %s (%s) is dead: %s", job.pk, job.kind, job.last_error)
             else:
                 job.run_after = now + next_delay(job.attempts)

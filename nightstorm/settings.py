@@ -6,6 +6,7 @@ Defaults serve the embedded mode (`make run`: SQLite, no Redis); a real deployme
 `CONNECTIONS_*`) are listed in the README.
 """
 
+import copy
 from pathlib import Path
 
 import environ
@@ -52,6 +53,7 @@ INSTALLED_APPS = [
     "django_q",
     "pgtrigger",
     "axes",
+    "django_prometheus",
     "nightstorm",
     "game",
     "jackpot",
@@ -59,16 +61,21 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Request metrics (django-prometheus) wrap everything, the 4xx/5xx of the others included.
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "nightstorm.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "nightstorm.middleware.RejectNulBytesMiddleware",
+    "nightstorm.middleware.ReplicaReadsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "axes.middleware.AxesMiddleware",  # last: it answers a locked-out admin login
+    "axes.middleware.AxesMiddleware",  # after auth: it answers a locked-out admin login
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "nightstorm.urls"
@@ -112,6 +119,8 @@ elif _db["ENGINE"] == "django.db.backends.postgresql":
     # after a few runs, so PostgreSQL stops re-planning every conditional UPDATE. Behind a
     # transaction-mode pooler (PgBouncer) set DB_PREPARE_THRESHOLD=0 to never prepare.
     _prepare = _int("DB_PREPARE_THRESHOLD", 5)
+    # Behind a transaction-mode pooler a named cursor cannot outlive its transaction.
+    _db["DISABLE_SERVER_SIDE_CURSORS"] = env.bool("DB_DISABLE_SERVER_SIDE_CURSORS", default=False)
     _db["OPTIONS"] = {
         "server_side_binding": env.bool("DB_SERVER_SIDE_BINDING", default=True),
         "prepare_threshold": _prepare or None,
@@ -126,28 +135,81 @@ elif _db["ENGINE"] == "django.db.backends.postgresql":
             "timeout": 10,
         }
 
+# A PostgreSQL streaming replica for the plain reads of read-only requests (see
+# nightstorm/routers.py); writes, transactions and a client's reads for
+# NIGHTSTORM_READ_YOUR_WRITES_SECONDS after its own write stay on the primary.
+DATABASE_REPLICA_URL = env.str("DATABASE_REPLICA_URL", default="")
+NIGHTSTORM_READ_YOUR_WRITES_SECONDS = _int("NIGHTSTORM_READ_YOUR_WRITES_SECONDS", 5, minimum=1)
+if DATABASE_REPLICA_URL:
+    if _db["ENGINE"] != "django.db.backends.postgresql":
+        raise ImproperlyConfigured("DATABASE_REPLICA_URL needs a PostgreSQL DATABASE_URL")
+    _replica = env.db_url("DATABASE_REPLICA_URL")
+    if _replica["ENGINE"] != _db["ENGINE"]:
+        raise ImproperlyConfigured("DATABASE_REPLICA_URL must be a postgres:// URL")
+    for _option in ("CONN_MAX_AGE", "CONN_HEALTH_CHECKS", "DISABLE_SERVER_SIDE_CURSORS", "OPTIONS"):
+        _replica[_option] = copy.deepcopy(_db[_option])
+    # Tests read the database they write: the replica is the test database itself.
+    _replica["TEST"] = {"MIRROR": "default"}
+    DATABASES["replica"] = _replica
+DATABASE_ROUTERS = ["nightstorm.routers.PrimaryReplicaRouter"]
+
+# django-prometheus's wrappers of the same backends count queries, errors and their latency.
+for _alias in DATABASES.values():
+    _alias["ENGINE"] = _alias["ENGINE"].replace(
+        "django.db.backends.", "django_prometheus.db.backends."
+    )
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # API bodies are small; refuse large ones before parsing them.
 DATA_UPLOAD_MAX_MEMORY_SIZE = _int("DATA_UPLOAD_MAX_MEMORY_SIZE", 1_048_576, minimum=1024)
 
 # --- Cache, Redis and locks -----------------------------------------------------------------
 
-REDIS_URL = env.str("REDIS_URL", default="")
-if REDIS_URL:
-    CACHES = {
-        "default": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": REDIS_URL,
-            "KEY_PREFIX": "ns",
-            "OPTIONS": {
-                "CLIENT_CLASS": "django_redis.client.DefaultClient",
-                "SOCKET_CONNECT_TIMEOUT": 2,
-                "SOCKET_TIMEOUT": 2,
-            },
-        }
+
+def redis_cache(url: str, sentinels: list[str]) -> dict:
+    """The django-redis cache on `url`; with `sentinels` ("host:port" each) `url` names the
+    Sentinel service (`redis://<service>/<db>`) and the client follows its failovers.
+
+    Only the primary's pool is used, reads included: the cache holds values the platform reads
+    back as it wrote them (throttle counters, read-your-writes marks), which a lagging Redis
+    replica could not promise."""
+    options = {
+        "CLIENT_CLASS": "django_redis.client.DefaultClient",
+        "SOCKET_CONNECT_TIMEOUT": 2,
+        "SOCKET_TIMEOUT": 2,
     }
+    location = url
+    if sentinels:
+        addresses = []
+        for item in sentinels:
+            host, _, port = item.rpartition(":")
+            if not host or not port.isdigit():
+                raise ImproperlyConfigured(f"REDIS_SENTINELS: {item!r} is not host:port")
+            addresses.append((host, int(port)))
+        options |= {
+            "CLIENT_CLASS": "django_redis.client.SentinelClient",
+            "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
+            "SENTINELS": addresses,
+            "SENTINEL_KWARGS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        }
+        location = [url]  # a list: the primary only, no replica pool for reads
+    return {
+        # django-redis, counting gets, hits and misses (django-prometheus).
+        "BACKEND": "django_prometheus.cache.backends.redis.RedisCache",
+        "LOCATION": location,
+        "KEY_PREFIX": "ns",
+        "OPTIONS": options,
+    }
+
+
+REDIS_URL = env.str("REDIS_URL", default="")
+REDIS_SENTINELS = env.list("REDIS_SENTINELS", default=[])
+if REDIS_SENTINELS and not REDIS_URL:
+    raise ImproperlyConfigured("REDIS_SENTINELS needs REDIS_URL=redis://<service name>/<db>")
+if REDIS_URL:
+    CACHES = {"default": redis_cache(REDIS_URL, REDIS_SENTINELS)}
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CACHES = {"default": {"BACKEND": "django_prometheus.cache.backends.locmem.LocMemCache"}}
 
 # "redis" needs REDIS_URL; "database" works everywhere (lease rows in the default database).
 NIGHTSTORM_LOCK_BACKEND = env.str(
@@ -353,11 +415,42 @@ X_FRAME_OPTIONS = "DENY"
 # /health/ and /metrics are probed over plain HTTP from inside the deployment.
 SECURE_REDIRECT_EXEMPT = [r"^health/", r"^metrics$"]
 
+# --- Logs, metrics, traces (see docs/operations.md) ---------------------------------------
+
+
+def _level(name, default):
+    value = env.str(name, default=default).upper()
+    if value not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ImproperlyConfigured(f"{name} must be a log level (debug, info, ...), got {value!r}")
+    return value
+
+
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain" if DEBUG else "json")
+if LOG_FORMAT not in ("json", "plain"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be 'json' or 'plain', got {LOG_FORMAT!r}")
+JACKPOT_ENABLE_METRICS = env.bool("JACKPOT_ENABLE_METRICS", default=True)
+JACKPOT_HEALTH_WINDOW_MINUTES = _int("JACKPOT_HEALTH_WINDOW_MINUTES", 5, minimum=1)
+JACKPOT_HEALTH_MIN_LOCK_SUCCESS_PERCENT = _int("JACKPOT_HEALTH_MIN_LOCK_SUCCESS_PERCENT", 95)
+JACKPOT_HEALTH_MAX_CONFLICT_PERCENT = _int("JACKPOT_HEALTH_MAX_CONFLICT_PERCENT", 50)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "filters": {"context": {"()": "nightstorm.logs.ContextFilter"}},
+    "formatters": {
+        "plain": {"()": "nightstorm.logs.PlainFormatter"},
+        "json": {"()": "nightstorm.logs.json_formatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["context"],
+        }
+    },
+    "root": {"handlers": ["console"], "level": _level("LOG_LEVEL", "INFO")},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "jackpot": {"level": _level("JACKPOT_LOG_LEVEL", "INFO")},
+        "nightstorm.audit": {"level": "INFO"},
+    },
 }

@@ -3,16 +3,21 @@
 from django.utils import timezone
 
 from nightstorm import outbox
-from nightstorm.models import Heartbeat
+from nightstorm.metrics import OUTBOX_DEAD_NOW, DependencyProbe
+from nightstorm.models import Heartbeat, OutboxJob
 
 
 def heartbeat() -> None:
-    """Proves a cluster worker ran recently; read by the `task_cluster` health check."""
+    """Proves a cluster worker ran recently; read by the `task_cluster` health check. Also
+    refreshes the Redis and database gauges from the cluster's host."""
     Heartbeat.objects.update_or_create(name="cluster", defaults={"beat_at": timezone.now()})
+    DependencyProbe(interval=0).maybe_run()
 
 
 def drain_outbox() -> dict:
-    return outbox.drain()
+    result = outbox.drain()
+    OUTBOX_DEAD_NOW.set(OutboxJob.objects.filter(state=OutboxJob.State.DEAD).count())
+    return result
 
 
 def prune_idempotency_records() -> int:

@@ -4,7 +4,7 @@ from drf_spectacular.views import SpectacularAPIView
 
 from nightstorm.api.metrics_view import metrics_view
 from nightstorm.api.views import DocsView, TokenView
-from nightstorm.health import health_view
+from nightstorm.health import health_view, live_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -15,6 +15,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", DocsView.as_view(url_name="schema"), name="api-docs"),
     path("health/", health_view, name="health"),
+    path("health/live/", live_view, name="health-live"),
+    path("health/ready/", health_view, name="health-ready"),
     path("metrics", metrics_view, name="metrics"),
 ]
 

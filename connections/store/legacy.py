@@ -27,7 +27,9 @@ from connections.store.keys import (
     LAYOUT_KEY,
     LEGACY_PREFIX,
     LEGACY_SIGNAL_KEY,
+    PREFIX,
     SEQ_KEY,
+    UNTAGGED_PREFIX,
     conn_key,
     encode_time,
     legacy_key,
@@ -178,3 +180,38 @@ def migrate(
         # Reconciliation may stop scanning for legacy keys (single lookups still read them).
         client.set(LAYOUT_KEY, "hash")
     return outcomes
+
+
+def retag(client: redis.Redis, *, dry_run: bool = False) -> int:
+    """Move keys of the hash layout written before it carried its `{conn}` hash tag
+    (`ns:conn:…`) to their tagged names; returns how many were found. Idempotent.
+
+    A tagged key that already exists was written by new code, so it is newer: a hash keeps its
+    fields and gains only the missing ones, sets are merged, the allocator keeps the higher
+    value, a string stays as it is. Each key moves in one MULTI. Run it once the processes
+    writing the untagged names are stopped (one Redis node: there was no cluster before).
+    """
+    found = 0
+    for raw in client.scan_iter(match=f"{UNTAGGED_PREFIX}*", count=1000):
+        old = text(raw)
+        new = PREFIX + old[len(UNTAGGED_PREFIX) :]
+        found += 1
+        if dry_run:
+            continue
+        kind = text(client.type(old))
+        pipe = client.pipeline(transaction=True)
+        if kind == "hash":
+            for field, value in client.hgetall(old).items():
+                pipe.hsetnx(new, field, value)
+        elif kind == "set":
+            pipe.sunionstore(new, [new, old])
+        elif kind == "string" and new == SEQ_KEY:
+            value = int(client.get(old) or 0)
+            if value > int(client.get(new) or 0):
+                pipe.set(new, value)
+        elif kind == "string":
+            ttl = client.pttl(old)
+            pipe.set(new, client.get(old) or "", nx=True, px=ttl if ttl > 0 else None)
+        pipe.delete(old)
+        pipe.execute()
+    return found

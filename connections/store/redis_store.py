@@ -27,7 +27,8 @@ from connections.store.keys import (
     conn_key,
     encode_time,
     idem_key,
-    legacy_key,
+    is_cluster,
+    legacy_key_for,
     meta_key,
     player_key,
 )
@@ -98,7 +99,9 @@ class RedisConnectionStore:
         """`legacy_reads`: scan for legacy keys when reconciling — True, False, or None to
         scan until the migration has marked the layout converted."""
         self.client = client
-        self.legacy_reads = legacy_reads
+        self.cluster = is_cluster(client)
+        self.legacy_key = legacy_key_for(client)
+        self.legacy_reads = False if self.cluster else legacy_reads
         self._load = client.register_script(scripts.LOAD)
         self._bind = client.register_script(scripts.BIND)
         self._set_state = client.register_script(scripts.SET_STATE)
@@ -183,7 +186,12 @@ class RedisConnectionStore:
         """1 bound, 0 unknown handle, -1 bound to another player (atomic check and write)."""
         return self._critical(
             lambda: self._bind(
-                keys=[conn_key(handle), legacy_key(handle), HANDLES_KEY, player_key(player_id)],
+                keys=[
+                    conn_key(handle),
+                    self.legacy_key(handle),
+                    HANDLES_KEY,
+                    player_key(player_id),
+                ],
                 args=[handle, player_id, player_name, state],
             ),
             "bind",
@@ -194,7 +202,8 @@ class RedisConnectionStore:
         return bool(
             self._critical(
                 lambda: self._set_state(
-                    keys=[conn_key(handle), legacy_key(handle), HANDLES_KEY], args=[handle, state]
+                    keys=[conn_key(handle), self.legacy_key(handle), HANDLES_KEY],
+                    args=[handle, state],
                 ),
                 "set_state",
                 handle,
@@ -210,7 +219,7 @@ class RedisConnectionStore:
             args.extend(pair)
         reply = self._critical(
             lambda: self._update_metadata(
-                keys=[conn_key(handle), meta_key(handle), legacy_key(handle)], args=args
+                keys=[conn_key(handle), meta_key(handle), self.legacy_key(handle)], args=args
             ),
             "metadata",
             handle,
@@ -228,7 +237,7 @@ class RedisConnectionStore:
         alive is never pruned on a stale local copy. 1 removed, 0 absent, -1 kept."""
         return self._critical(
             lambda: self._remove(
-                keys=[conn_key(handle), meta_key(handle), legacy_key(handle), HANDLES_KEY],
+                keys=[conn_key(handle), meta_key(handle), self.legacy_key(handle), HANDLES_KEY],
                 args=[handle, PLAYER_PREFIX, "" if idle_cutoff is None else repr(idle_cutoff)],
             ),
             "disconnect",
@@ -241,16 +250,25 @@ class RedisConnectionStore:
         cutoff = "" if idle_cutoff is None else repr(idle_cutoff)
         for start in range(0, len(handles), LOAD_BATCH):
             batch = handles[start : start + LOAD_BATCH]
-            pipe = self.client.pipeline(transaction=False)
+            pipe = self._script_pipeline()
             for handle in batch:
                 self._remove(
-                    keys=[conn_key(handle), meta_key(handle), legacy_key(handle), HANDLES_KEY],
+                    keys=[conn_key(handle), meta_key(handle), self.legacy_key(handle), HANDLES_KEY],
                     args=[handle, PLAYER_PREFIX, cutoff],
                     client=pipe,
                 )
             results = self._critical(pipe.execute, "disconnect", batch[0])
             outcomes.update(zip(batch, (int(r) for r in results), strict=True))
         return outcomes
+
+    def _script_pipeline(self):
+        """A non-transactional pipeline that may carry scripts. redis-py's cluster pipeline
+        refuses EVALSHA; the layout is one slot (see `keys`), so on a Redis Cluster the pipeline
+        goes to the node serving that slot now (looked up per call, so it follows a reshard)."""
+        client = self.client
+        if self.cluster:
+            client = client.get_redis_connection(client.get_node_from_key(HANDLES_KEY))
+        return client.pipeline(transaction=False)
 
     def _critical(self, call, operation: str, handle: int):
         try:
@@ -265,7 +283,7 @@ class RedisConnectionStore:
     def write_batch(self, items: dict[int, tuple[dict, dict]]) -> list[int]:
         """Apply {handle: (connection fields, metadata)} in one non-transactional pipeline of
         guarded HSETs. Returns the handles whose connection was gone (write dropped)."""
-        pipe = self.client.pipeline(transaction=False)
+        pipe = self._script_pipeline()
         order = []
         for handle, (fields, meta) in items.items():
             args = [len(fields)]
@@ -274,7 +292,7 @@ class RedisConnectionStore:
             for pair in meta.items():
                 args.extend(pair)
             self._write_if_live(
-                keys=[conn_key(handle), meta_key(handle), legacy_key(handle)],
+                keys=[conn_key(handle), meta_key(handle), self.legacy_key(handle)],
                 args=args,
                 client=pipe,
             )
@@ -292,7 +310,7 @@ class RedisConnectionStore:
             args.extend(pair)
         return bool(
             self._write_if_live(
-                keys=[conn_key(handle), meta_key(handle), legacy_key(handle)], args=args
+                keys=[conn_key(handle), meta_key(handle), self.legacy_key(handle)], args=args
             )
         )
 
@@ -300,7 +318,7 @@ class RedisConnectionStore:
 
     def exists(self, handle: int) -> bool:
         try:
-            return bool(self.client.exists(conn_key(handle), legacy_key(handle)))
+            return bool(self.client.exists(conn_key(handle), self.legacy_key(handle)))
         except redis.RedisError as exc:
             raise StoreUnavailable() from exc
 
@@ -309,7 +327,7 @@ class RedisConnectionStore:
             pipe = self.client.pipeline(transaction=False)
             pipe.hgetall(conn_key(handle))
             pipe.hgetall(meta_key(handle))
-            pipe.get(legacy_key(handle))
+            pipe.get(self.legacy_key(handle))
             fields, meta, legacy = pipe.execute()
         except redis.RedisError as exc:
             raise StoreUnavailable() from exc
@@ -348,7 +366,9 @@ class RedisConnectionStore:
             if in_legacy:
                 raws = dict(
                     zip(
-                        in_legacy, self.client.mget([legacy_key(h) for h in in_legacy]), strict=True
+                        in_legacy,
+                        self.client.mget([self.legacy_key(h) for h in in_legacy]),
+                        strict=True,
                     )
                 )
             for handle in batch:
@@ -362,7 +382,7 @@ class RedisConnectionStore:
                     strays.append(handle)
                 elif conn is None:
                     # An unreadable legacy document: left for the migration to report.
-                    log.warning("unreadable legacy connection key %s", legacy_key(handle))
+                    log.warning("unreadable legacy connection key %s", self.legacy_key(handle))
                 else:
                     found.append(conn)
         return found, strays
@@ -389,6 +409,7 @@ class RedisConnectionStore:
 def delete_all(client: redis.Redis, handles: Iterable[int] = ()) -> None:
     """Remove the whole layout (benchmarks and tests clean up with it)."""
     keys = [HANDLES_KEY, SEQ_KEY]
+    legacy_key = legacy_key_for(client)
     for handle in handles:
         keys += [conn_key(handle), meta_key(handle), legacy_key(handle)]
     for pattern in (f"{PLAYER_PREFIX}*", f"{IDEM_PREFIX}*"):

@@ -6,8 +6,8 @@ resurrect a connection that was just disconnected (a late `last_signal` landing 
 would leave a zombie hash), and a bind must not overwrite another player's binding.
 
 Scripts name their keys in KEYS except the keys derived from stored values or allocated handles
-(the player index in REMOVE, the connection hashes in CREATE), so the layout targets a single
-Redis node (or Sentinel), not Redis Cluster.
+(the player index in REMOVE, the connection hashes in CREATE); on Redis Cluster that is allowed
+because every key of the layout shares the `{conn}` hash tag, hence one slot (see `keys`).
 """
 
 # KEYS: conn, legacy, handles, player index.  ARGV: handle, player id, player name, state.

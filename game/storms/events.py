@@ -17,10 +17,12 @@ from django.utils import timezone
 
 from game import metrics, rewards
 from game.models import Combat, NightstormEvent, Player, Registration, Zone
+from nightstorm.operations import operation
 
 ACTIVE = (Combat.Status.OPEN, Combat.Status.RUNNING)
 
 
+@operation("game.open_nightstorm")
 def open_nightstorm(*, zone: Zone | int | str, slot: datetime) -> NightstormEvent:
     """Get or create the event of `zone` at `slot` and its combats.
 
@@ -128,6 +130,7 @@ def settle_events(event_ids) -> int:
     )
 
 
+@operation("game.start_event")
 def start_event(*, event_id, now: datetime | None = None) -> dict[str, int]:
     """Close registration of an event and start its combats; empty combats are cancelled."""
     now = now or timezone.now()
@@ -166,6 +169,7 @@ def start_due_events(*, now: datetime | None = None) -> int:
     return started
 
 
+@operation("game.start_combat")
 def start_combat(*, combat_id, now: datetime | None = None) -> str:
     """Start one open combat now (the admin's "start now"); returns its status."""
     now = now or timezone.now()
@@ -185,6 +189,7 @@ def start_combat(*, combat_id, now: datetime | None = None) -> str:
     return status
 
 
+@operation("game.cancel_combat")
 def cancel_combat(*, combat_id, now: datetime | None = None) -> str:
     """Cancel an open or running combat (no rewards); frees its seats. Returns its status."""
     now = now or timezone.now()
@@ -199,6 +204,7 @@ def cancel_combat(*, combat_id, now: datetime | None = None) -> str:
     return status
 
 
+@operation("game.finish_combat")
 def finish_combat(*, combat_id, outcome: str, now: datetime | None = None) -> str:
     """Finish a running combat with `outcome` and write its rewards (once)."""
     now = now or timezone.now()

@@ -12,20 +12,14 @@ from datetime import datetime
 
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
-from prometheus_client import Counter
 
+from game.metrics import FIRES, MISSED_SLOTS
 from game.models import Zone
 from game.storms import health, schedules
 from game.storms.events import open_nightstorm
+from nightstorm.operations import operation
 
 log = logging.getLogger(__name__)
-
-FIRES = Counter("nightstorm_schedule_fires_total", "Nightstorm schedule runs.", ["outcome"])
-MISSED_SLOTS = Counter(
-    "nightstorm_missed_slots_total",
-    "Slots skipped because a schedule was overdue (coalesced into one run).",
-    ["zone"],
-)
 
 
 def coalesce(due: datetime, now: datetime) -> tuple[datetime, int]:
@@ -39,6 +33,7 @@ def coalesce(due: datetime, now: datetime) -> tuple[datetime, int]:
     return due + missed * step, missed
 
 
+@operation("game.fire_nightstorm")
 def fire_nightstorm(zone_code: str, scheduled_at: str | None = None) -> str | None:
     """Open the Nightstorm of `zone_code` for the slot the schedule was due at."""
     now = timezone.now()

@@ -1,6 +1,9 @@
-"""`/metrics` in Prometheus text format (open unless METRICS_TOKEN is set)."""
+"""`/metrics` in Prometheus text format (open unless METRICS_TOKEN is set).
 
-import os
+With PROMETHEUS_MULTIPROC_DIR, the answer aggregates every process of this host that writes
+there (gunicorn's workers, the task cluster, orchestrators, gateways); each scrape first forgets
+the per-process gauges of processes that died (`nightstorm.metrics.sweep_dead_processes`).
+"""
 
 from django.conf import settings
 from django.http import HttpResponse
@@ -8,12 +11,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 
 from nightstorm.api.errors import json_403, json_methods
 from nightstorm.api.permissions import bearer_token, tokens_match
+from nightstorm.metrics_export import multiprocess_dir, sweep_dead_processes
 
 
 def _registry():
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if multiprocess_dir():
         from prometheus_client import multiprocess
 
+        sweep_dead_processes()
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return registry

@@ -122,3 +122,38 @@ def test_migration_converts_and_is_idempotent(legacy_fixture, capsys):
     assert "1 legacy keys: 0 converted" in out
     assert snapshot(client) == before
     restored.close()
+
+
+def test_keys_of_the_untagged_layout_move_to_the_tagged_names(redis_client, capsys):
+    """A store written before the {conn} hash tag: its keys move over; where new code already
+    wrote the tagged key, the newer value wins (hash fields, allocator), sets merge."""
+    old = "ns:conn:"
+    redis_client.hset(f"{old}5", mapping={"state": "logged_in", "player": "p-5", "protocol": "t"})
+    redis_client.hset(f"{old}5:meta", "client", "c5")
+    redis_client.sadd(f"{old}handles", 5, 6)
+    redis_client.sadd(f"{old}player:p-5", 5)
+    redis_client.set(f"{old}seq", 3000)
+    redis_client.set(f"{old}idem:abc", "5 digest", ex=600)
+    redis_client.hset(conn_key(6), mapping={"state": "connected", "protocol": "new"})
+    redis_client.hset(f"{old}6", mapping={"state": "logged_in", "protocol": "old", "x": "1"})
+    redis_client.sadd(HANDLES_KEY, 7)
+    redis_client.set(SEQ_KEY, 1000)
+
+    call_command("migrate_connection_state", "--no-progress")
+    assert "7 keys of the untagged layout moved" in capsys.readouterr().out
+    assert list(redis_client.scan_iter(match=f"{old}*")) == []
+    assert redis_client.hgetall(conn_key(5))[b"player"] == b"p-5"
+    assert redis_client.hgetall(meta_key(5)) == {b"client": b"c5"}
+    assert redis_client.hgetall(conn_key(6)) == {
+        b"state": b"connected",
+        b"protocol": b"new",
+        b"x": b"1",
+    }
+    assert redis_client.smembers(HANDLES_KEY) == {b"5", b"6", b"7"}
+    assert redis_client.smembers(player_key("p-5")) == {b"5"}
+    assert int(redis_client.get(SEQ_KEY)) == 3000
+    assert 0 < redis_client.ttl("ns:{conn}:idem:abc") <= 600
+    assert ConnectionService(store=RedisConnectionStore(redis_client)).lookup(5).player_id == "p-5"
+
+    call_command("migrate_connection_state", "--no-progress")
+    assert "0 keys of the untagged layout moved" in capsys.readouterr().out

@@ -16,7 +16,7 @@ from connections.health import check_connections
 from connections.players import authenticate_player
 from connections.service import ConnectionService
 from connections.state import StoreUnavailable
-from connections.store import RedisConnectionStore, conn_key, meta_key
+from connections.store import HANDLES_KEY, RedisConnectionStore, conn_key, meta_key
 from connections.web import SharedConnections, reset_connections
 
 pytestmark = [
@@ -207,5 +207,5 @@ def test_gateway_keeps_serving_through_an_outage(private_redis, caplog):
     assert "unavailable" in refused
     assert failures("last_signal") > before  # the `who` line's signal could not be written
     assert "Hero0" in who_after and "Hero1" in who_after
-    assert client.scard("ns:conn:handles") == 0  # both quit; the store is clean again
+    assert client.scard(HANDLES_KEY) == 0  # both quit; the store is clean again
     service.close()

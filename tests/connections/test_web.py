@@ -14,7 +14,7 @@ from connections.state import (
     MetadataTooLarge,
     StoreUnavailable,
 )
-from connections.store import RedisConnectionStore, conn_key, idem_key, meta_key
+from connections.store import HANDLES_KEY, RedisConnectionStore, conn_key, idem_key, meta_key
 from connections.web import SharedConnections, get_connections
 from nightstorm.errors import IdempotencyKeyReused
 
@@ -108,7 +108,7 @@ def test_web_handles_never_meet_gateway_blocks(workers, redis_client):
         handles.append(workers[0].register(protocol="telnet", remote_addr="10.0.0.1").handle)
         handles.append(gateway.register(protocol="telnet", remote_addr="10.0.0.1").handle)
     assert len(set(handles)) == 9
-    assert redis_client.scard("ns:conn:handles") == 9
+    assert redis_client.scard(HANDLES_KEY) == 9
     gateway.close()
 
 
@@ -134,7 +134,7 @@ def test_idempotent_create_lands_on_one_handle(workers, redis_client, settings):
     workers[1].disconnect(first.handle)
     back = workers[1].register(protocol="telnet", remote_addr="10.0.0.1", idempotency=key)
     assert back.handle == first.handle and back.player_name is None
-    assert redis_client.smembers("ns:conn:handles") == {str(first.handle).encode()}
+    assert redis_client.smembers(HANDLES_KEY) == {str(first.handle).encode()}
 
     # The same key on another request is refused and changes nothing.
     with pytest.raises(IdempotencyKeyReused):
@@ -143,7 +143,7 @@ def test_idempotent_create_lands_on_one_handle(workers, redis_client, settings):
         )
     other = workers[0].register(protocol="telnet", remote_addr="10.0.0.1", idempotency=("t2", "a"))
     assert other.handle != first.handle
-    assert redis_client.scard("ns:conn:handles") == 2
+    assert redis_client.scard(HANDLES_KEY) == 2
     # A gateway's service takes the same path and keeps the connection in its map.
     gateway = ConnectionService(store=RedisConnectionStore(redis_client))
     held = gateway.register(protocol="telnet", remote_addr="10.0.0.1", idempotency=("t2", "a"))

@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from connections.service import ConnectionService
-from connections.store import HANDLE_BLOCK, RedisConnectionStore
+from connections.store import HANDLE_BLOCK, RedisConnectionStore, conn_key, meta_key
 from connections.writer import BackgroundWriter
 
 
@@ -190,6 +190,6 @@ def test_a_write_in_flight_when_the_connection_goes_is_dropped_counted_and_logge
     assert other.stats()["writes_dropped"] == 2
     assert f"handle={conn.handle} keys=late" in caplog.text
     assert f"handle={conn.handle} keys=last_signal" in caplog.text
-    assert not redis_client.exists(f"ns:conn:{conn.handle}", f"ns:conn:{conn.handle}:meta")
+    assert not redis_client.exists(conn_key(conn.handle), meta_key(conn.handle))
     for service in (owner, other):
         service.close()

@@ -140,8 +140,8 @@ def test_lock_requires_bounded_ttl_and_wait(backend):
 def test_redis_lock_is_not_the_prefixed_cache_lock(redis_client):
     """django-redis's cache.lock() prefixes keys; ours uses the raw key everyone can see."""
     with distributed_lock("shared", ttl=5, wait=0, backend="redis") as lease:
-        assert redis_client.get("nightstorm:lock:shared").decode() == lease.owner
-    assert redis_client.get("nightstorm:lock:shared") is None
+        assert redis_client.get("nightstorm:lock:{shared}").decode() == lease.owner
+    assert redis_client.get("nightstorm:lock:{shared}") is None
 
 
 def test_contended_lock_hands_over_without_overlap(backend):
@@ -160,3 +160,39 @@ def test_contended_lock_hands_over_without_overlap(backend):
 
     race(work, [(i,) for i in range(6)])
     assert max(overlaps) == 1
+
+
+@pytest.mark.redis
+def test_fencing_tokens_keep_growing_when_the_backend_is_switched(redis_client):
+    """A deployment moving between NIGHTSTORM_LOCK_BACKEND values keeps its fence marks: the
+    first holder under the new backend must still outrank the last one under the old."""
+    fences = []
+    for name in ("redis", "database", "redis", "database"):
+        with distributed_lock("switched", ttl=5, wait=1, backend=name) as lease:
+            check_fence("switched", lease.fence)  # refused if it went backwards
+            fences.append(lease.fence)
+    assert fences == sorted(fences)
+    assert len(set(fences)) == len(fences)
+
+
+def test_database_leases_ignore_the_app_servers_clock(monkeypatch):
+    """A web host whose clock runs an hour ahead must not see a live lease as expired (nor an
+    hour behind keep a dead one): expiry is the database's time, not this process's."""
+    import datetime
+
+    from django.utils import timezone
+
+    held = acquire("db-clock", ttl=30, wait=0, backend="database")
+    real_now = timezone.now
+    monkeypatch.setattr(timezone, "now", lambda: real_now() + datetime.timedelta(hours=1))
+    with pytest.raises(LockUnavailable):
+        acquire("db-clock", ttl=30, wait=0, backend="database")
+    held.extend()
+    assert held.release() is True
+
+    short = acquire("db-clock", ttl=0.2, wait=0, backend="database")
+    monkeypatch.setattr(timezone, "now", lambda: real_now() - datetime.timedelta(hours=1))
+    time.sleep(0.3)
+    successor = acquire("db-clock", ttl=5, wait=0, backend="database")
+    assert successor.fence > short.fence
+    successor.release()

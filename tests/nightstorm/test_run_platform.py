@@ -40,6 +40,25 @@ def health(port: int) -> dict | None:
         conn.close()
 
 
+def orchestrator_metrics(port: int) -> dict[str, float]:
+    """The orchestrator's own series as the web server's /metrics shows them."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    wanted = ("nightstorm_orchestrator_last_beat_timestamp_seconds", "nightstorm_game_tick_seconds")
+    return {
+        s.name: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name in wanted or s.name == "nightstorm_game_tick_seconds_count"
+    }
+
+
 def alive_in_groups(pgids: set[int]) -> list[str]:
     """Processes (not zombies) whose process group is one of `pgids`."""
     found = []
@@ -165,6 +184,17 @@ def test_run_platform_starts_every_process_and_stops_them_all(run_platform, redi
     if redis:
         with socket.create_connection(("127.0.0.1", platform.gateway_port), timeout=5):
             pass  # the gateway listens
+    # The web's /metrics aggregates the other processes through the shared directory.
+    seen = platform.wait_until(
+        lambda: (
+            (m := orchestrator_metrics(platform.port))
+            and m.get("nightstorm_orchestrator_last_beat_timestamp_seconds", 0) > 0
+            and m
+        ),
+        30,
+        "the orchestrator's metrics at the web's /metrics",
+    )
+    assert seen["nightstorm_game_tick_seconds_count"] >= 1
 
     os.kill(platform.proc.pid, sig)  # to run_platform alone, as a terminal's Ctrl-C would be
     assert platform.proc.wait(timeout=40) == 0, platform.log()[-3000:]

@@ -14,8 +14,10 @@ from connections.store import legacy
 class Command(BaseCommand):
     help = (
         "Convert legacy connection keys (connection:<handle>, one JSON string each) into the "
-        "hash layout (ns:conn:<handle>, ns:conn:<handle>:meta, live set, player index). "
-        "Idempotent: a second run finds nothing to convert. --dry-run only counts."
+        "hash layout (ns:{conn}:<handle>, ns:{conn}:<handle>:meta, live set, player index). "
+        "Keys of the hash layout written before it was hash-tagged (ns:conn:…) move to "
+        "ns:{conn}:… first. Idempotent: a second run finds nothing to convert. --dry-run only "
+        "counts."
     )
 
     def add_arguments(self, parser):
@@ -38,6 +40,7 @@ class Command(BaseCommand):
         main_thread = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, request_stop) if main_thread else None
         try:
+            retagged = legacy.retag(client, dry_run=dry_run)
             handles = legacy.legacy_handles(client)
             with tqdm(
                 total=len(handles),
@@ -62,6 +65,8 @@ class Command(BaseCommand):
             f"({outcomes[legacy.MERGED]} merged into existing hashes), "
             f"{outcomes[legacy.INVALID]} invalid left in place, "
             f"{outcomes[legacy.BUSY]} busy, {outcomes[legacy.GONE]} gone"
+            f"; {retagged} keys of the untagged layout {'to move' if dry_run else 'moved'} "
+            "to ns:{conn}:"
             f"{'; stopped by SIGTERM' if outcomes['stopped'] else ''}"
         )
         self.stdout.write(summary)

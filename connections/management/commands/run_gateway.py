@@ -6,6 +6,7 @@ the gateway code knows nothing of the game.
 """
 
 import asyncio
+import contextlib
 import signal
 
 from django.conf import settings
@@ -15,6 +16,9 @@ from connections.gateway import Gateway
 from connections.players import authenticate_player
 from connections.service import get_service
 from connections.state import StoreUnavailable
+from nightstorm.metrics import DEPENDENCY_PROBE_SECONDS, DependencyProbe
+from nightstorm.metrics_export import metrics_port as metrics_port_setting
+from nightstorm.metrics_export import start_process_metrics
 
 
 class Command(BaseCommand):
@@ -35,8 +39,18 @@ class Command(BaseCommand):
             help="Seconds of silence before a client is closed.",
         )
         parser.add_argument("--workers", type=int, default=8, help="Store/auth thread pool size.")
+        parser.add_argument(
+            "--metrics-port",
+            type=int,
+            default=None,
+            help="serve this process's Prometheus metrics on NIGHTSTORM_METRICS_ADDR:PORT "
+            "(default NIGHTSTORM_METRICS_PORT, else 0: off)",
+        )
 
-    def handle(self, *args, port, host, max_clients, idle_timeout, workers, **options):
+    def handle(
+        self, *args, port, host, max_clients, idle_timeout, workers, metrics_port, **options
+    ):
+        start_process_metrics(metrics_port_setting(metrics_port))
         service = get_service()
         try:
             report = service.reconcile(idle_timeout=idle_timeout)
@@ -64,5 +78,16 @@ class Command(BaseCommand):
         await gateway.start()
         self.stdout.write(f"gateway listening on {gateway.host}:{gateway.port}")
         self.stdout.flush()
+        probes = asyncio.create_task(self._probe(stop))
         await stop.wait()
+        await probes
         await gateway.shutdown()
+
+    async def _probe(self, stop: asyncio.Event) -> None:
+        """Refresh the Redis and database gauges (in a thread: the ORM is synchronous)."""
+        probe = DependencyProbe(interval=0)
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            await loop.run_in_executor(None, probe.maybe_run)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), DEPENDENCY_PROBE_SECONDS)

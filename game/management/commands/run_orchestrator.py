@@ -13,7 +13,11 @@ import threading
 from django.core.management.base import BaseCommand
 from tqdm import tqdm
 
+from game.metrics import ORCHESTRATOR_BEAT
 from game.storms.orchestrator import Orchestrator
+from nightstorm.metrics import DependencyProbe
+from nightstorm.metrics_export import metrics_port as metrics_port_setting
+from nightstorm.metrics_export import start_process_metrics
 
 
 class Command(BaseCommand):
@@ -35,16 +39,15 @@ class Command(BaseCommand):
         parser.add_argument(
             "--metrics-port",
             type=int,
-            default=0,
-            help="serve this process's Prometheus metrics on 127.0.0.1:PORT (0: off; with "
-            "PROMETHEUS_MULTIPROC_DIR the web's /metrics aggregates them instead)",
+            default=None,
+            help="serve this process's Prometheus metrics on NIGHTSTORM_METRICS_ADDR:PORT "
+            "(default NIGHTSTORM_METRICS_PORT, else 0: off; with PROMETHEUS_MULTIPROC_DIR the "
+            "web's /metrics aggregates them)",
         )
 
     def handle(self, *args, ticks, parallelism, batch_size, no_progress, metrics_port, **options):
-        if metrics_port:
-            from prometheus_client import start_http_server
-
-            start_http_server(metrics_port, addr="127.0.0.1")
+        start_process_metrics(metrics_port_setting(metrics_port))
+        probe = DependencyProbe()
         stop = threading.Event()
         received = []
 
@@ -58,10 +61,12 @@ class Command(BaseCommand):
         bar = tqdm(total=ticks, unit="tick", disable=no_progress or not self.stdout.isatty())
 
         def on_tick(report):
+            probe.maybe_run()  # the Redis and database gauges, from this host too
             bar.update(1)
             if report is None:
                 bar.set_postfix_str("tick failed (see log)")
                 return
+            ORCHESTRATOR_BEAT.set_to_current_time()
             bar.set_postfix(
                 advanced=report.advanced, finished=report.finished, failed=report.failed
             )

@@ -6,13 +6,19 @@ Each child runs in a session of its own, so a Ctrl-C in the terminal reaches thi
 it then sends SIGTERM to every child (each stops cleanly on it), waits up to --stop-timeout
 seconds, and kills whatever is left of each child's process group. If any child exits on its
 own, the others are stopped the same way and the command exits 1.
+
+Unless PROMETHEUS_MULTIPROC_DIR is set already, the children share a temporary one (removed at
+the end), so the web server's /metrics shows the task cluster's and the orchestrator's metrics
+too, as in production.
 """
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 from django.conf import settings
@@ -96,12 +102,17 @@ class Command(BaseCommand):
         def on_signal(signum, frame):
             signals.append(signum)
 
+        env, metrics_dir = dict(os.environ), None
+        if not env.get("PROMETHEUS_MULTIPROC_DIR"):
+            metrics_dir = tempfile.mkdtemp(prefix="nightstorm-metrics-")
+            env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         children: dict[str, subprocess.Popen] = {}
         try:
             for name, argv in wanted.items():
                 # A session of its own: the terminal's Ctrl-C reaches us, not the child.
-                children[name] = subprocess.Popen(argv, start_new_session=True)
+                children[name] = subprocess.Popen(argv, start_new_session=True, env=env)
             self._announce(addr, host, gateway_port, login, children)
             while not signals and all(child.poll() is None for child in children.values()):
                 time.sleep(0.2)
@@ -109,6 +120,8 @@ class Command(BaseCommand):
             self._stop(children, stop_timeout, signals)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            if metrics_dir:
+                shutil.rmtree(metrics_dir, ignore_errors=True)
         ended = ", ".join(f"{name} {describe(c.returncode)}" for name, c in children.items())
         self.stdout.write(f"stopped ({ended})")
         if not signals:
