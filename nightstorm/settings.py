@@ -452,5 +452,7 @@ LOGGING = {
         "django.db.backends": {"level": "INFO"},
         "jackpot": {"level": _level("JACKPOT_LOG_LEVEL", "INFO")},
         "nightstorm.audit": {"level": "INFO"},
+        # django-axes announces itself at every start; its lockout warnings still show.
+        "axes.apps": {"level": "WARNING"},
     },
 }
