@@ -10,6 +10,8 @@ BENCH_PG_URL ?= postgres://postgres@127.0.0.1:5432/nightstorm_bench
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 SQLITE_TEST_NAME ?= $(CURDIR)/.test-sqlite.sqlite3
 PYTEST_ARGS ?=
+# `make test` measures coverage across both runs and prints the report at the end.
+COVERAGE ?=
 
 .PHONY: install run test test-postgres test-sqlite services bench lint format clean
 
@@ -29,16 +31,19 @@ run: install
 services:
 	@bash scripts/ensure_services.sh
 
-# The whole suite on PostgreSQL + Redis, then the part meant for SQLite on SQLite.
-test: install services test-postgres test-sqlite
+# The whole suite on PostgreSQL + Redis, then the part meant for SQLite on SQLite; coverage
+# of both runs together (pytest-cov) is printed at the end.
+test: install services
+	@$(MAKE) --no-print-directory test-postgres COVERAGE="--cov --cov-report="
+	@$(MAKE) --no-print-directory test-sqlite COVERAGE="--cov --cov-append --cov-report=term"
 
 test-postgres:
-	DATABASE_URL=$(PG_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest -q $(PYTEST_ARGS)
+	DATABASE_URL=$(PG_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest -q $(COVERAGE) $(PYTEST_ARGS)
 
 test-sqlite:
 	rm -f $(SQLITE_TEST_NAME)
 	DATABASE_URL=sqlite:///$(CURDIR)/.sqlite-unused.sqlite3 SQLITE_TEST_NAME=$(SQLITE_TEST_NAME) \
-	  REDIS_URL= $(PY) -m pytest -q -m "not postgres and not redis" $(PYTEST_ARGS)
+	  REDIS_URL= $(PY) -m pytest -q -m "not postgres and not redis" $(COVERAGE) $(PYTEST_ARGS)
 
 bench: install services
 	DATABASE_URL=$(BENCH_PG_URL) REDIS_URL=redis://127.0.0.1:6379/14 DEBUG=0 \
@@ -54,4 +59,4 @@ format: install
 	$(VENV)/bin/ruff format .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache staticfiles $(SQLITE_TEST_NAME)
+	rm -rf $(VENV) .pytest_cache .ruff_cache staticfiles .screenshots $(SQLITE_TEST_NAME) .coverage

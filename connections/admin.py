@@ -5,10 +5,12 @@ import time
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
+from django.urls import reverse
 
 from connections.models import OnlineConnection
 from connections.state import StoreUnavailable, format_duration
 from connections.web import get_connections
+from nightstorm import dashboard
 from nightstorm.admin import ReadOnlyModelAdmin
 
 
@@ -57,3 +59,30 @@ class OnlineConnectionAdmin(ReadOnlyModelAdmin):
             **(extra_context or {}),
         }
         return TemplateResponse(request, "connections/online.html", context)
+
+
+@dashboard.register("online", "Who is online", order=70)
+def online_panel(request):
+    store = get_connections()
+    now = time.time()
+    try:
+        conns = store.online()
+    except StoreUnavailable as exc:
+        return dashboard.Table(
+            summary=f"The connection store cannot be read: {exc.detail}", state="down"
+        )
+    players = sorted((c for c in conns if c.player_name), key=lambda c: c.idle_seconds(now))
+    return dashboard.Table(
+        summary=f"{len(players)} player(s) logged in over {len(conns)} connection(s).",
+        headers=["player", "on for", "idle"],
+        rows=[
+            [
+                c.player_name,
+                format_duration(now - c.connected_at),
+                format_duration(c.idle_seconds(now)),
+            ]
+            for c in players[:8]
+        ],
+        empty="Nobody is logged in.",
+        links=[(reverse("admin:connections_onlineconnection_changelist"), "every connection")],
+    )

@@ -3,7 +3,7 @@
     gunicorn -c deploy/gunicorn.conf.py nightstorm.wsgi:application
 
 Environment: GUNICORN_BIND (default 0.0.0.0:8000), WEB_CONCURRENCY (workers, default 4),
-GUNICORN_TIMEOUT (seconds, default 30), PROMETHEUS_MULTIPROC_DIR (see below).
+GUNICORN_TIMEOUT (seconds, default 30), PROMETHEUS_MULTIPROC_DIR (see below), LOG_FORMAT.
 
 With PROMETHEUS_MULTIPROC_DIR (an empty directory per host, e.g. on tmpfs, shared with the
 task cluster, orchestrators and gateways of the host), every worker writes its metrics there
@@ -27,6 +27,28 @@ preload_app = False
 # Our own request log (`nightstorm.request`, JSON with the request id) replaces the access log.
 accesslog = None
 errorlog = "-"
+
+# gunicorn's own lines (boot, worker timeouts, signals) in the platform's format: JSON unless
+# LOG_FORMAT=plain or DEBUG is on, as in nightstorm/settings.py.
+_debug = os.environ.get("DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+if os.environ.get("LOG_FORMAT", "plain" if _debug else "json") == "json":
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "nightstorm.logs.json_formatter"}},
+        "handlers": {
+            "json_stderr": {
+                "class": "logging.StreamHandler",
+                "formatter": "json",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        # Replaces gunicorn's defaults key by key: its root and loggers name its handlers.
+        "root": {"level": "INFO", "handlers": ["json_stderr"]},
+        "loggers": {
+            "gunicorn.error": {"level": "INFO", "handlers": ["json_stderr"], "propagate": False}
+        },
+    }
 
 
 def on_starting(server):

@@ -162,7 +162,8 @@ class RegisterView(APIView):
 
 
 class PlayerMeView(APIView):
-    """The caller's player, with the journey in flight (an arrival due is applied first)."""
+    """The caller's player, with the journey in flight; a journey that is due shows as landed
+    (a read: the arrivals task or the next journey lands it)."""
 
     permission_classes = [IsAuthenticated]
 
@@ -171,12 +172,10 @@ class PlayerMeView(APIView):
         parameters=[ETAG],
     )
     def get(self, request):
-        player_id = Player.objects.filter(user=request.user).values_list("pk", flat=True).first()
-        if player_id is None:
+        found = selectors.player_as_of(user=request.user)
+        if found is None:
             raise NoPlayer()
-        # Apply a due arrival before reading the player, so `zone` is already the new one.
-        journey = travel.current_journey(player_id=player_id)
-        player = Player.objects.select_related("zone").get(pk=player_id)
+        player, journey = found
         return Response(_render_player(player, journey), headers={"ETag": etag_for(player.version)})
 
 

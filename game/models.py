@@ -149,7 +149,8 @@ class Journey(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.player_id} -> {self.destination_id}"
+        origin = self.origin.name if self.origin_id else "nowhere"
+        return f"{self.player.name}: {origin} → {self.destination.name}"
 
 
 class NightstormEvent(models.Model):
@@ -186,7 +187,7 @@ class NightstormEvent(models.Model):
         ]
 
     def __str__(self):
-        return f"Nightstorm {self.zone_id} @ {self.slot:%Y-%m-%d %H:%M}"
+        return f"Nightstorm in {self.zone.name} at {self.slot:%Y-%m-%d %H:%M} UTC"
 
 
 class Combat(VersionedModel):
@@ -263,10 +264,6 @@ class Combat(VersionedModel):
     def __str__(self):
         return f"Combat {self.index} of {self.event}"
 
-    @property
-    def is_active(self) -> bool:
-        return self.status in (self.Status.OPEN, self.Status.RUNNING)
-
 
 class Registration(models.Model):
     """A player's seat in a combat, and their state in the fight.
@@ -300,7 +297,7 @@ class Registration(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.player_id} in {self.combat_id}"
+        return f"{self.player.name} in {self.combat}"
 
 
 class Reward(models.Model):
@@ -337,7 +334,7 @@ class Reward(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.gold} gold, {self.xp} xp for {self.player_id}"
+        return f"{self.gold} gold, {self.xp} xp for {self.player.name}"
 
 
 class GoldKind(models.TextChoices):
@@ -395,7 +392,7 @@ class GoldEntry(AppendOnlyModel):
         ]
 
     def __str__(self):
-        return f"{self.player_id}:{self.kind} {self.amount:+d} -> {self.balance_after}"
+        return f"{self.player.name}: {self.kind} {self.amount:+d} → {self.balance_after}"
 
 
 class CombatTurn(models.Model):
@@ -424,4 +421,4 @@ class CombatTurn(models.Model):
         ]
 
     def __str__(self):
-        return f"turn {self.turn} of {self.combat_id}"
+        return f"turn {self.turn} of {self.combat}"

@@ -1,9 +1,36 @@
-"""Reads that take more than one query: zones with their next Nightstorm, events with their
-combats and seat counts (a fixed number of queries however many rows)."""
+"""Reads that take more than one query: a player as of now, zones with their next Nightstorm,
+events with their combats and seat counts (a fixed number of queries however many rows).
+Reads never write."""
+
+from datetime import datetime
 
 from django.db.models import Count, Prefetch
+from django.utils import timezone
 
-from game.models import Combat, NightstormEvent, Zone
+from game.models import Combat, Journey, NightstormEvent, Player, Zone
+
+
+def player_as_of(*, user, now: datetime | None = None) -> tuple[Player, Journey | None] | None:
+    """The user's player and the journey in flight as they stand at `now` (two queries), or
+    None without a player.
+
+    A journey that is due shows as landed: the player is in its destination and travels no
+    more. Nothing is written: the `game:arrivals` task, or the player's next journey, lands it
+    in the database (`game.travel`), so a GET stays a read however many clients poll.
+    """
+    now = now or timezone.now()
+    player = Player.objects.select_related("zone").filter(user=user).first()
+    if player is None:
+        return None
+    journey = (
+        Journey.objects.select_related("origin", "destination")
+        .filter(player=player, arrived_at__isnull=True)
+        .first()
+    )
+    if journey is not None and journey.arrives_at <= now:
+        player.zone = journey.destination
+        journey = None
+    return player, journey
 
 
 def zones_with_next_nightstorm() -> list[Zone]:

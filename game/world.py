@@ -132,7 +132,9 @@ def _seed_demo_players(zone_ids: dict[str, int]) -> int:
     made = 0
     for name, code in DEMO_PLAYERS:
         user, _ = User.objects.get_or_create(username=name)
-        if not user.has_usable_password():
+        # A fresh row's password is "", which Django counts as usable yet nobody can log in
+        # with: set the documented demo password then too. A password already set is kept.
+        if not user.password or not user.has_usable_password():
             user.set_password(DEMO_PASSWORD)
             user.save(update_fields=["password"])
         player, created = Player.objects.get_or_create(

@@ -37,6 +37,9 @@ class PlayerRequired(DomainError):
 
 
 class PoolSerializer(serializers.ModelSerializer):
+    # The sum of the pool's stripes, annotated by the pools' default manager.
+    amount = serializers.IntegerField(read_only=True)
+
     class Meta:
         model = JackpotPool
         fields = [
@@ -66,6 +69,7 @@ class LedgerEntrySerializer(serializers.ModelSerializer):
             "id",
             "group",
             "kind",
+            "slot",
             "amount",
             "balance_after",
             "pool_version",

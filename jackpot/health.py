@@ -4,9 +4,9 @@ JACKPOT_HEALTH_WINDOW_MINUTES, all processes together (`nightstorm.rates`):
 - `jackpot_locks`: lock acquisition success rate of the pessimistic paths (wins, adjustments,
   configuration edits): the share that got their pool locks within JACKPOT_LOCK_TIMEOUT_MS
   rather than answering 503 `busy`. Degraded below JACKPOT_HEALTH_MIN_LOCK_SUCCESS_PERCENT.
-- `jackpot_conflicts`: version-conflict rate of contributions: conflicts (a pool moved, or its
-  lock timed out) per attempt. Degraded above JACKPOT_HEALTH_MAX_CONFLICT_PERCENT: bets are
-  spinning, each one paying for retries.
+- `jackpot_conflicts`: conflict rate of contributions: attempts that found every stripe of a
+  pool held, or timed out waiting for one, per attempt. Degraded above
+  JACKPOT_HEALTH_MAX_CONFLICT_PERCENT: bets are queueing, each one paying for retries.
 
 Neither is required (a busy jackpot slows bets, it breaks nothing), and neither judges fewer
 than MIN_SAMPLES events, so a quiet platform never flaps. Prometheus has the same signals per

@@ -1,22 +1,32 @@
 """Jackpot pools, their append-only ledger, and the contribution and win records.
 
+A pool's money lives in its stripes (`PoolStripe`, STRIPES_PER_POOL rows per pool): the pool's
+amount is the sum of its stripes' amounts. A contribution changes one stripe per pool (the first
+free one, SKIP LOCKED), so bets do not queue on one hot row; a win, an adjustment or a
+configuration change locks all stripes of its pool (primary-key order).
+
 Invariant (checked by `manage.py jackpot_audit`): for every pool, at every committed moment,
-`pool.amount == sum(ledger.amount)` over the pool's ledger rows. A pool's first ledger row is
-its `seed` row (+seed_amount, written in the transaction that creates the pool), so "amount =
-seed at creation + every change since" and "amount = sum of the ledger" are the same statement.
-Rows of one pool form a chain ordered by (`pool_version`, `id`): each row's `balance_after` is
-the previous row's `balance_after` plus its own `amount`, and the last one equals `pool.amount`.
+`sum(stripe.amount) == sum(ledger.amount)` over the pool's ledger rows. A pool's first ledger
+row is its `seed` row (+seed_amount, on stripe 0, written with the pool), so "amount = seed at
+creation + every change since" and "amount = sum of the ledger" are the same statement. Rows of
+one stripe form a chain ordered by (`pool_version`, `id`): each row's `balance_after` is the
+previous row's `balance_after` plus its own `amount`, and the last one equals the stripe's
+amount.
 """
 
 import pgtrigger
 from django.db import models
-from django.db.models import F, Q
+from django.db.models import F, OuterRef, Q, Subquery, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from game.models import Player
-from nightstorm.models import AppendOnlyModel, VersionedModel
+from nightstorm.models import AppendOnlyModel, LiveManager, VersionedModel
 
 BP_SCALE = 10_000  # basis points in a whole bet
+# Stripes per pool: enough that the concurrent contributors usually find a free one (each
+# holds one stripe per pool from its first statement to its commit). Created with the pool.
+STRIPES_PER_POOL = 32
 
 
 class PoolGroup(models.TextChoices):
@@ -28,25 +38,38 @@ class PoolGroup(models.TextChoices):
 GROUPS = tuple(PoolGroup.values)  # display order: minor, major, mega
 
 
+class PoolManager(LiveManager):
+    """Live pools, each annotated with `amount`: the sum of its stripes (one snapshot)."""
+
+    def get_queryset(self):
+        stripes = (
+            PoolStripe.objects.filter(pool=OuterRef("pk"))
+            .order_by()
+            .values("pool")
+            .annotate(total=Sum("amount"))
+            .values("total")
+        )
+        return super().get_queryset().annotate(amount=Coalesce(Subquery(stripes), 0))
+
+
 class JackpotPool(VersionedModel):
-    """One jackpot pool. `amount` only changes together with a ledger row (see module docstring).
+    """One jackpot pool: its configuration. Its money is in its stripes (`PoolStripe`); read
+    through `objects`, a pool carries `amount`, the sum of its stripes.
 
     Two versions:
-    - `version` grows on every change (contribution, win, adjustment, configuration), so a
-      conditional update on it detects any concurrent writer. Contributions check it: their
-      split was computed from the whole row (amount, rate, cap).
+    - `version` grows on every change of the row itself: a win, an adjustment, a configuration
+      change (contributions change stripes, not this row).
     - `config_version` grows only when the configuration (`seed_amount`,
       `contribution_rate_bp`, `max_amount`) changes. It is what a game master's `If-Match`
       (API) or opened page (admin) names: under live betting `version` moves many times a
       second, so a precondition on it would refuse almost every configuration edit, while a
       precondition on `config_version` only refuses an edit made over another edit.
     `lock_holder` names the operation that last changed the pool under its row lock (a win, an
-    adjustment or a configuration change) — a debugging aid, not a lock. Rows are always
-    locked or updated in primary-key order so that two multi-pool transactions cannot deadlock.
+    adjustment or a configuration change) — a debugging aid, not a lock. Lock order, for every
+    writer: pool rows first (primary-key order), then stripes (primary-key order).
     """
 
     group = models.CharField(max_length=10, choices=PoolGroup.choices, unique=True)
-    amount = models.BigIntegerField(default=0, editable=False)
     seed_amount = models.BigIntegerField(
         help_text="Minor units the pool restarts from after a win."
     )
@@ -72,11 +95,6 @@ class JackpotPool(VersionedModel):
                 violation_error_message="Unknown jackpot group.",
             ),
             models.CheckConstraint(
-                condition=Q(amount__gte=0),
-                name="%(app_label)s_%(class)s_amount_not_negative",
-                violation_error_message="A pool cannot hold a negative amount.",
-            ),
-            models.CheckConstraint(
                 condition=Q(seed_amount__gte=0),
                 name="%(app_label)s_%(class)s_seed_not_negative",
                 violation_error_message="The seed amount cannot be negative.",
@@ -98,8 +116,58 @@ class JackpotPool(VersionedModel):
             ),
         ]
 
+    objects = PoolManager()
+
     def __str__(self):
         return self.group
+
+
+class PoolStripe(models.Model):
+    """One share of a pool's balance. A pool's amount is the sum of its stripes.
+
+    Contributions claim one free stripe per pool (`FOR UPDATE SKIP LOCKED`) and add to it, so
+    concurrent bets spread over the stripes instead of queueing on the pool row. What a
+    contribution needs from the pool's configuration is copied onto each stripe by the
+    writers that lock all of the pool's stripes (configuration changes, wins, adjustments),
+    so a stripe row read under its lock is all a contribution has to read:
+    - `rate_bp`: the pool's contribution rate;
+    - `ceiling`: this stripe's share of the pool's cap (null: no cap). The ceilings of a pool
+      add up to `max(max_amount, amount)` when they are spread, so a stripe that stays under
+      its ceiling keeps the pool under its cap without looking at the other stripes.
+    `version` grows with every change of `amount` and orders the stripe's ledger chain.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    pool = models.ForeignKey(JackpotPool, on_delete=models.PROTECT, related_name="stripes")
+    slot = models.PositiveSmallIntegerField()
+    amount = models.BigIntegerField(default=0)
+    version = models.PositiveIntegerField(default=1)
+    rate_bp = models.IntegerField()
+    ceiling = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        db_table = "jackpot_stripe"
+        ordering = ["pool", "slot"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["pool", "slot"],
+                name="%(app_label)s_%(class)s_one_per_slot",
+                violation_error_message="A pool has one stripe per slot.",
+            ),
+            models.CheckConstraint(
+                condition=Q(amount__gte=0),
+                name="%(app_label)s_%(class)s_amount_not_negative",
+                violation_error_message="A stripe cannot hold a negative amount.",
+            ),
+            models.CheckConstraint(
+                condition=Q(ceiling__isnull=True) | Q(amount__lte=F("ceiling")),
+                name="%(app_label)s_%(class)s_under_ceiling",
+                violation_error_message="A stripe cannot hold more than its share of the cap.",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.pool_id}#{self.slot}: {self.amount}"
 
 
 class LedgerKind(models.TextChoices):
@@ -111,17 +179,28 @@ class LedgerKind(models.TextChoices):
 
 
 class LedgerEntry(AppendOnlyModel):
-    """One change of one pool: signed amount, the balance after it, and who caused it.
+    """One change of one stripe of a pool: signed amount, the stripe's balance after it, and who
+    caused it. `pool_version` is the version of that stripe (`pool`, `slot`) after the change.
 
     Append-only: PostgreSQL refuses UPDATE and DELETE with a trigger (django-pgtrigger); on
     SQLite a migration installs an UPDATE trigger, and the ORM refuses both everywhere.
     """
 
-    pool = models.ForeignKey(JackpotPool, on_delete=models.PROTECT, related_name="ledger")
+    # The row references its stripe, (pool, slot) -> jackpot_stripe (pool_id, slot), with a
+    # composite foreign key that migration 0005 adds on PostgreSQL; the stripe references the
+    # pool. Not a foreign key to the pool row itself: checking one takes KEY SHARE on the pool
+    # row at every contribution's commit, which would make the three pool rows hot again
+    # (every bet writing a lock into them); the stripe's row is one the writer holds already.
+    pool = models.ForeignKey(
+        JackpotPool, on_delete=models.PROTECT, related_name="ledger", db_constraint=False
+    )
+    slot = models.PositiveSmallIntegerField(default=0, help_text="The stripe changed.")
     kind = models.CharField(max_length=12, choices=LedgerKind.choices)
     amount = models.BigIntegerField()
     balance_after = models.BigIntegerField()
-    pool_version = models.PositiveIntegerField(help_text="The pool's version after this change.")
+    pool_version = models.PositiveIntegerField(
+        help_text="The version of the stripe (pool, slot) after this change."
+    )
     operation_id = models.CharField(max_length=100)
     player = models.ForeignKey(
         Player, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
@@ -134,14 +213,16 @@ class LedgerEntry(AppendOnlyModel):
         verbose_name_plural = "ledger entries"
         ordering = ["-id"]
         indexes = [
-            # jackpot_audit walks each pool's chain in this order.
-            models.Index(fields=["pool", "pool_version", "id"], name="jackpot_ledger_chain"),
+            # jackpot_audit walks each stripe's chain in this order.
+            models.Index(
+                fields=["pool", "slot", "pool_version", "id"], name="jackpot_ledger_stripe_chain"
+            ),
         ]
         constraints = [
             models.UniqueConstraint(
-                fields=["operation_id", "pool", "kind"],
+                fields=["operation_id", "pool", "slot", "kind"],
                 name="%(app_label)s_%(class)s_once_per_operation",
-                violation_error_message="This operation already changed this pool.",
+                violation_error_message="This operation already changed this stripe.",
             ),
             models.CheckConstraint(
                 condition=Q(kind__in=LedgerKind.values),
@@ -166,7 +247,7 @@ class LedgerEntry(AppendOnlyModel):
         ]
 
     def __str__(self):
-        return f"{self.pool_id}:{self.kind} {self.amount:+d} -> {self.balance_after}"
+        return f"{self.pool.group}: {self.kind} {self.amount:+d} → {self.balance_after}"
 
 
 class Contribution(models.Model):

@@ -14,11 +14,22 @@ from nightstorm.errors import DomainError
 
 class SoftDeleteQuerySet(models.QuerySet):
     def delete(self):
-        """Soft delete: mark the rows, bump their version, keep them for history."""
-        return self.update(deleted_at=timezone.now(), version=F("version") + 1)
+        """Soft delete: mark the live rows deleted and bump their version, keeping them for
+        history. Returns `(count, {label: count})` like Django's delete."""
+        now = timezone.now()
+        count = self.filter(deleted_at__isnull=True).update(
+            deleted_at=now, updated_at=now, version=F("version") + 1
+        )
+        return count, {self.model._meta.label: count}
+
+    delete.alters_data = True
+    delete.queryset_only = True
 
     def hard_delete(self):
         return super().delete()
+
+    hard_delete.alters_data = True
+    hard_delete.queryset_only = True
 
 
 class LiveManager(models.Manager.from_queryset(SoftDeleteQuerySet)):
@@ -32,8 +43,10 @@ class VersionedModel(models.Model):
     """Abstract base for rows changed concurrently.
 
     `version` grows by one on every change, made through `nightstorm.optimistic` (a conditional
-    `UPDATE … WHERE id = %s AND version = %s`) or under a row lock. `objects` hides soft-deleted
-    rows; `all_objects` sees them.
+    `UPDATE … WHERE id = %s AND version = %s`) or under a row lock. Deleting is soft and one
+    behaviour whichever way it is asked for: `row.delete()` and `queryset.delete()` both stamp
+    `deleted_at` and bump the version (`hard_delete()` removes rows for good). `objects` hides
+    soft-deleted rows; `all_objects` sees them.
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -53,12 +66,17 @@ class VersionedModel(models.Model):
     def etag(self) -> str:
         return f'"{self.version}"'
 
-    def soft_delete(self) -> None:
-        from nightstorm.optimistic import update_versioned
+    def delete(self, using=None, keep_parents=False):
+        """Soft delete, exactly as `QuerySet.delete()` does it; the instance follows the row."""
+        rows = type(self)._base_manager.using(using or self._state.db).filter(pk=self.pk)
+        result = rows.delete()
+        self.deleted_at, self.updated_at, self.version = rows.values_list(
+            "deleted_at", "updated_at", "version"
+        ).get()
+        return result
 
-        self.version = update_versioned(
-            type(self), self.pk, self.version, deleted_at=timezone.now()
-        )
+    def hard_delete(self, using=None, keep_parents=False):
+        return super().delete(using=using, keep_parents=keep_parents)
 
 
 class LedgerIsAppendOnly(DomainError):
@@ -218,7 +236,7 @@ class OutboxJob(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.kind}#{self.pk} ({self.state})"
+        return f"{self.kind} queued {self.created_at:%Y-%m-%d %H:%M:%S} UTC ({self.state})"
 
 
 class Heartbeat(models.Model):

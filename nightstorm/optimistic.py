@@ -1,28 +1,19 @@
-"""Optimistic concurrency: one conditional UPDATE, and a bounded retry around it.
+"""Optimistic concurrency: one conditional UPDATE.
 
 `update_versioned` is the whole protocol: `UPDATE … SET …, version = version + 1 WHERE id = %s
 AND version = %s`. No lock is held between the read and the write; a row count of zero means
-someone else changed (or deleted) the row first, and `ConcurrencyConflict` is raised.
-
-`retry_on_conflict` runs a read-modify-write again on conflict with exponential backoff and
-full jitter, a bounded number of times. Its function must re-read the row on every attempt.
+someone else changed (or deleted) the row first, and `ConcurrencyConflict` is raised. What to
+do then is the caller's call: an API answers 412 `version_conflict`, a service re-reads.
 """
 
 import functools
-import time
-from collections.abc import Callable
-from typing import TypeVar
 
-from django.conf import settings
 from django.db import connections, models, router, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from nightstorm import metrics
 from nightstorm.errors import ConcurrencyConflict
-from nightstorm.transactions import backoff_delay
-
-T = TypeVar("T")
 
 
 def update_versioned(model, pk, expected_version: int, /, **changes) -> int:
@@ -89,59 +80,3 @@ def _fast_update(model, pk, expected_version: int, changes: dict) -> int:
     with transaction.mark_for_rollback_on_error(connection.alias), connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount
-
-
-def retry_on_conflict(
-    func: Callable[[], T] | None = None,
-    *,
-    attempts: int | None = None,
-    base_delay_ms: int | None = None,
-    name: str | None = None,
-):
-    """Call `func` again when it raises `ConcurrencyConflict`, with backoff; bounded.
-
-    Usable as a decorator (`@retry_on_conflict` or `@retry_on_conflict(attempts=3)`); the
-    decorated function is called with its own arguments on every attempt. The last conflict
-    propagates.
-    """
-
-    def decorate(fn):
-        op = name or fn.__qualname__
-
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            limit = attempts or settings.NIGHTSTORM_MAX_RETRY_ATTEMPTS
-            base = (
-                settings.NIGHTSTORM_RETRY_BASE_DELAY_MS if base_delay_ms is None else base_delay_ms
-            )
-            for attempt in range(1, limit + 1):
-                try:
-                    return fn(*args, **kwargs)
-                except ConcurrencyConflict:
-                    if attempt == limit:
-                        raise  # counted by the caller's @operation as `version_conflict`
-                    metrics.RETRIES.labels(op, "optimistic").inc()
-                    time.sleep(backoff_delay(attempt, base))
-            raise AssertionError("unreachable")
-
-        return wrapper
-
-    return decorate(func) if func is not None else decorate
-
-
-def apply_versioned(model, pk, mutate: Callable[[models.Model], dict], **retry_options):
-    """Read row `pk`, compute changes with `mutate(row)`, write them optimistically; retry.
-
-    Returns the row as written (re-read values plus the changes and the new version).
-    """
-
-    @retry_on_conflict(name=f"{model._meta.label_lower}.apply", **retry_options)
-    def attempt():
-        row = model._base_manager.get(pk=pk)
-        changes = mutate(row)
-        row.version = update_versioned(model, pk, row.version, **changes)
-        for field, value in changes.items():
-            setattr(row, field, value)
-        return row
-
-    return attempt()

@@ -6,8 +6,13 @@
     enqueue("game.pay_reward", {"reward": str(reward.pk)}, dedupe_key=f"reward:{reward.pk}")
 
 `enqueue` writes an `OutboxJob` in the caller's transaction and, once that commits, hands its id
-to django-q2. `run_job` locks the job row (`SKIP LOCKED`: a second runner moves on), runs the
-handler in a savepoint and marks the job done in the same transaction. The handler's database
+to django-q2 (never before the commit, never after a rollback). The hand-over is a robust
+`on_commit` callback: the cause has committed by then, so a broker that is away must not turn
+the request into a 500; the failure is logged and the job, pending in the database, is run by
+`drain_outbox` (every minute) instead.
+
+`run_job` locks the job row (`SKIP LOCKED`: a second runner moves on), runs the handler in a
+savepoint and marks the job done in the same transaction. The handler's database
 effects and the "done" mark therefore commit together: a task delivered twice finds the job
 done, and a worker killed halfway leaves it pending for `drain_outbox`. A handler must keep its
 side effects in the database (or make outside effects idempotent).
@@ -52,6 +57,16 @@ def _dispatch(job_id: int) -> None:
     async_task("nightstorm.outbox.run_job", job_id, task_name=f"outbox:{job_id}")
 
 
+def _dispatch_on_commit(job_id: int) -> None:
+    """Hand the job to the task queue once the current transaction commits. Robust: an error
+    there is logged by Django and leaves the job pending for `drain`."""
+
+    def dispatch_outbox_job():  # named: Django's log line for a failed callback shows it
+        _dispatch(job_id)
+
+    transaction.on_commit(dispatch_outbox_job, robust=True)
+
+
 def enqueue(
     kind: str, payload: dict, *, dedupe_key: str | None = None, max_attempts: int | None = None
 ) -> OutboxJob:
@@ -69,8 +84,7 @@ def enqueue(
         job = OutboxJob.objects.get(dedupe_key=dedupe_key)
     else:
         job.save()
-    job_id = job.pk
-    transaction.on_commit(lambda: _dispatch(job_id))
+    _dispatch_on_commit(job.pk)
     return job
 
 
@@ -90,8 +104,8 @@ def enqueue_many(kind: str, items: list[tuple[dict, str]]) -> dict[str, OutboxJo
         job.dedupe_key: job
         for job in OutboxJob.objects.filter(dedupe_key__in=[k for _, k in items])
     }
-    ids = [job.pk for job in jobs.values()]
-    transaction.on_commit(lambda: [_dispatch(job_id) for job_id in ids])
+    for job in jobs.values():
+        _dispatch_on_commit(job.pk)
     return jobs
 
 
@@ -166,5 +180,5 @@ def retry_now(job_ids) -> int:
             updated_at=timezone.now(),
         )
         for job_id in ids:
-            transaction.on_commit(lambda job_id=job_id: _dispatch(job_id))
+            _dispatch_on_commit(job_id)
     return len(ids)

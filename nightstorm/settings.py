@@ -16,6 +16,13 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
 
+# A local `.env` (git-ignored) fills in what the environment leaves unset; `make run` writes
+# one on its first start (a generated SECRET_KEY, DEBUG on) so every `manage.py` command works
+# in the checkout afterwards. NIGHTSTORM_ENV_FILE names another file, or none when empty.
+ENV_FILE = env.str("NIGHTSTORM_ENV_FILE", default=str(BASE_DIR / ".env"))
+if ENV_FILE and Path(ENV_FILE).is_file():
+    environ.Env.read_env(ENV_FILE)
+
 
 def _int(name, default, minimum=0):
     try:
@@ -32,14 +39,16 @@ DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set when DEBUG is off (`make run` writes a local .env with one)"
+        )
     SECRET_KEY = "django-insecure-dev-only-key-never-used-in-production"
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "nightstorm.admin_apps.NightstormAdminConfig",  # django.contrib.admin, Nightstorm's site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -222,7 +231,6 @@ if NIGHTSTORM_LOCK_BACKEND == "redis" and not REDIS_URL:
 
 # --- Concurrency toolkit --------------------------------------------------------------------
 
-NIGHTSTORM_MAX_RETRY_ATTEMPTS = _int("NIGHTSTORM_MAX_RETRY_ATTEMPTS", 8, minimum=1)
 NIGHTSTORM_RETRY_BASE_DELAY_MS = _int("NIGHTSTORM_RETRY_BASE_DELAY_MS", 5)
 NIGHTSTORM_RETRY_MAX_DELAY_MS = _int("NIGHTSTORM_RETRY_MAX_DELAY_MS", 500)
 NIGHTSTORM_TRANSIENT_RETRY_ATTEMPTS = _int("NIGHTSTORM_TRANSIENT_RETRY_ATTEMPTS", 5, minimum=1)
@@ -254,10 +262,6 @@ JACKPOT_MAX_RETRY_ATTEMPTS = _int("JACKPOT_MAX_RETRY_ATTEMPTS", 10, minimum=1)
 JACKPOT_RETRY_DELAY_MS = _int("JACKPOT_RETRY_DELAY_MS", 2)
 JACKPOT_LOCK_TIMEOUT_MS = _int("JACKPOT_LOCK_TIMEOUT_MS", 2000, minimum=1)
 JACKPOT_MAX_BET = _int("JACKPOT_MAX_BET", 1_000_000_000, minimum=1)
-# Optimistic attempts before a contended contribution locks the pools instead; after a conflict
-# this process stays on the locking path for the "hot window".
-JACKPOT_OPTIMISTIC_ATTEMPTS = _int("JACKPOT_OPTIMISTIC_ATTEMPTS", 1, minimum=0)
-JACKPOT_HOT_WINDOW_MS = _int("JACKPOT_HOT_WINDOW_MS", 200)
 # Shared secret of game servers allowed to award wins (besides staff accounts).
 JACKPOT_SERVICE_TOKEN = env.str("JACKPOT_SERVICE_TOKEN", default="")
 

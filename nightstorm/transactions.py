@@ -114,12 +114,3 @@ class busy_on_lock_timeout:
             metrics.LOCK_TIMEOUTS.inc()
             raise Busy() from exc
         return False
-
-
-def lock_in_order(queryset, **select_for_update_options) -> list:
-    """Lock and fetch the rows of `queryset` in primary-key order.
-
-    Two transactions that lock overlapping sets of rows in the same order cannot deadlock on
-    them. Must run inside a transaction.
-    """
-    return list(queryset.select_for_update(**select_for_update_options).order_by("pk"))

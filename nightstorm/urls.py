@@ -5,8 +5,10 @@ from drf_spectacular.views import SpectacularAPIView
 from nightstorm.api.metrics_view import metrics_view
 from nightstorm.api.views import DocsView, TokenView
 from nightstorm.health import health_view, live_view
+from nightstorm.pages import landing
 
 urlpatterns = [
+    path("", landing, name="landing"),
     path("admin/", admin.site.urls),
     path("api/v1/auth/token/", TokenView.as_view(), name="auth-token"),
     path("api/v1/", include("game.urls")),

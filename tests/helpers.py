@@ -7,11 +7,18 @@ from concurrent.futures import ThreadPoolExecutor
 from django.db import connections
 
 
+class RaceNeverStarted(AssertionError):
+    """The calls of a race did not all reach its starting line: they did not overlap."""
+
+
 def _closing(fn: Callable, barrier: threading.Barrier | None, first: int):
     def run(index, *args):
         try:
             if barrier is not None and index < first:
-                barrier.wait(timeout=30)
+                try:
+                    barrier.wait(timeout=60)
+                except threading.BrokenBarrierError:
+                    raise RaceNeverStarted(f"call {index} never met the others") from None
             return fn(*args)
         finally:
             # Each thread has its own connection; close it or the test database cannot be
@@ -26,6 +33,8 @@ def race(fn: Callable, args_list: list[tuple], *, max_workers: int | None = None
 
     The first calls (one per worker) start together behind a barrier, so the calls really
     overlap even when there are more calls than workers; the rest follow as workers free up.
+    A barrier that broke (a worker never arrived) fails the race loudly instead of being
+    counted among the refusals.
     """
     workers = min(max_workers or len(args_list), len(args_list))
     barrier = threading.Barrier(workers) if workers > 1 else None
@@ -38,4 +47,7 @@ def race(fn: Callable, args_list: list[tuple], *, max_workers: int | None = None
                 outcomes.append(future.result(timeout=120))
             except Exception as exc:  # the caller counts refusals by type
                 outcomes.append(exc)
+    never = [o for o in outcomes if isinstance(o, RaceNeverStarted)]
+    if never:
+        raise never[0]
     return outcomes

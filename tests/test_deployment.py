@@ -120,7 +120,14 @@ def test_the_deployed_platform_agrees_on_one_truth(platform, tmp_path):
         # An orchestrator killed mid-run: the other one carries on and a new one joins.
         platform.signal("orchestrator-1", signal.SIGKILL)
         platform.manage("orchestrator-3", "run_orchestrator")
-        time.sleep(14 * TICK)
+        at_kill = {pk: len(turns) for pk, turns in list(watcher.seen.items())}
+        _wait_until(
+            lambda: all(
+                len(watcher.seen[c.pk]) >= max(17, at_kill.get(c.pk, 0) + 3) for c in combats
+            ),
+            timeout=120,
+            what="every combat's 17th turn, and 3 more after the kill",
+        )
     codes = platform.stop()
     assert codes["orchestrator-2"] == 0 and codes["orchestrator-3"] == 0
     assert "run_orchestrator:" in platform.log("orchestrator-2")
@@ -135,6 +142,14 @@ def test_the_deployed_platform_agrees_on_one_truth(platform, tmp_path):
         # Steady once-a-tick: no stretch over two ticks without a turn, orchestrator killed
         # or not (the observation adds up to one poll interval of error).
         assert max(gaps[1:]) <= 2 * TICK + watcher.interval, gaps
+
+
+def _wait_until(predicate, *, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
 
 
 def _free_port() -> int:
@@ -208,7 +223,7 @@ def _money_moves_once_per_key_and_config_edits_survive_betting(platform, pools, 
     for thread in bettors:
         thread.start()
     try:
-        time.sleep(1)
+        _wait_until(lambda: len(placed) >= 5, timeout=60, what="the first bets")
         # A game master edits the configuration with the ETag just read, five times, while
         # the bets move the balance: every edit succeeds.
         for rate in (90, 80, 70, 60, 100):
@@ -221,7 +236,8 @@ def _money_moves_once_per_key_and_config_edits_survive_betting(platform, pools, 
                 **{"If-Match": headers["ETag"]},
             )
             assert status == 200, body
-            time.sleep(0.2)
+            before = len(placed)  # the next edit comes after more bets moved the balance
+            _wait_until(lambda n=before: len(placed) > n, timeout=60, what="more bets")
     finally:
         stop.set()
         for thread in bettors:

@@ -13,12 +13,11 @@ that claims its combats with `SELECT … FOR UPDATE SKIP LOCKED`: a combat anoth
 is processing right now is skipped, not waited for.
 
 NIGHTSTORM_COMBAT_BATCH_SIZE (default 25) is how many combats share a transaction. With 1,
-every combat has its own transaction, but a commit per combat caps a tick at ~200-300
-combats/s on a 2-core machine (plain SQL doing the same work is capped the same way); with 25
-a tick runs well above 1,000 combats/s. Isolation is kept where it matters: if a batch fails,
-it is rolled back and replayed combat by combat, each in its own transaction, so one broken
-combat never holds back the others, and a turn is deterministic, so replaying it gives the
-same result.
+every combat has its own transaction, but a commit per combat costs most of a tick's
+throughput (`python -m bench game` measures both sizes beside plain SQL doing the same work).
+Isolation is kept where it matters: if a batch fails, it is rolled back and replayed combat by
+combat, each in its own transaction, so one broken combat never holds back the others, and a
+turn is deterministic, so replaying it gives the same result.
 
 SKIP LOCKED alone does not stop a second orchestrator that runs just *after* the first
 committed. So every turn also moves the combat's `next_turn_at` to the end of the tick period

@@ -42,6 +42,7 @@ FUNC = "game.storms.firing.fire_nightstorm"
 LEGACY_FUNCS = ("game.storm_tasks.fire_nightstorm",)
 SLOT_KWARG = "scheduled_at"
 LOCK_KEY = "game:schedules:check"
+LOCK_TTL_SECONDS = 120  # longer than any check; a holder killed mid-check blocks others this long
 REPORT_NAME = "nightstorm-schedules"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -119,8 +120,21 @@ class CheckReport:
         }
 
 
+# A game master's pause (`game.storms.controls.pause`): django-q2 never runs a schedule whose
+# `repeats` is 0, and the check leaves such a row paused instead of "repairing" it.
+PAUSED_REPEATS = 0
+
+
+def is_paused(row: Schedule) -> bool:
+    return row.repeats == PAUSED_REPEATS
+
+
 def _differences(row: Schedule, wanted: dict) -> list[str]:
-    diffs = [name for name, value in wanted.items() if getattr(row, name) != value]
+    diffs = [
+        name
+        for name, value in wanted.items()
+        if getattr(row, name) != value and not (name == "repeats" and is_paused(row))
+    ]
     if row.next_run is None:
         diffs.append("next_run")
     return diffs
@@ -131,7 +145,7 @@ def check_schedules(*, wait: float = 30.0) -> CheckReport:
 
     Raises LockUnavailable when another check holds the lock longer than `wait` seconds.
     """
-    with distributed_lock(LOCK_KEY, ttl=120, wait=wait) as lease:
+    with distributed_lock(LOCK_KEY, ttl=LOCK_TTL_SECONDS, wait=wait) as lease:
         report = _check(lease.fence)
     _remember(report)
     for line in report.changes:
@@ -226,7 +240,9 @@ def problems(now: datetime | None = None) -> list[str]:
     if missing:
         found.append(f"{len(missing)} zone(s) without a schedule: {', '.join(missing[:10])}")
     overdue = sorted(
-        code for code, row in rows.items() if row.next_run and row.next_run < now - grace
+        code
+        for code, row in rows.items()
+        if row.next_run and row.next_run < now - grace and not is_paused(row)
     )
     if overdue:
         found.append(f"{len(overdue)} schedule(s) overdue: {', '.join(overdue[:10])}")

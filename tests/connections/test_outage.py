@@ -55,7 +55,8 @@ class PrivateRedis:
             stderr=subprocess.DEVNULL,
         )
         probe = redis.Redis(port=self.port)
-        for _ in range(200):
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
             try:
                 probe.ping()
                 return

@@ -1,6 +1,8 @@
 """The shared store on a real Redis: layout, atomic critical writes, background writes,
 reconciliation."""
 
+import contextlib
+import json
 import logging
 import threading
 import time
@@ -91,6 +93,29 @@ def test_concurrent_binds_of_one_connection_have_one_winner(store, redis_client)
     assert indexed == [int(owner.split("-")[1])]
 
 
+def test_control_a_bind_checked_then_written_in_python_has_many_winners(store, redis_client):
+    """The control: the same sixteen binds as a read of `player`, then HSET and SADD from
+    Python (what the BIND script makes one step). Every bind reads the connection unbound
+    before any writes, so all sixteen "win" and sixteen players' indexes claim the handle."""
+    handle = ConnectionService(store=store).register(protocol="t", remote_addr="1.1.1.1").handle
+    everyone_read = threading.Barrier(16, timeout=10)
+
+    def naive_bind(i):
+        key = conn_key(handle)
+        if redis_client.hget(key, "player"):
+            raise AlreadyBound()
+        with contextlib.suppress(threading.BrokenBarrierError):
+            everyone_read.wait()
+        redis_client.hset(key, mapping={"player": f"p-{i}", "state": LOGGED_IN})
+        redis_client.sadd(player_key(f"p-{i}"), handle)
+        return f"p-{i}"
+
+    outcomes = race(naive_bind, [(i,) for i in range(16)])
+    assert sorted(outcomes) == sorted(f"p-{i}" for i in range(16)), outcomes
+    indexed = [i for i in range(16) if redis_client.sismember(player_key(f"p-{i}"), handle)]
+    assert len(indexed) == 16  # fifteen of them point at a connection bound to someone else
+
+
 def test_background_writes_are_coalesced_and_flushed(svc, redis_client):
     conn = svc.register(protocol="telnet", remote_addr="10.1.1.1", now=1.0)
     for i in range(500):
@@ -133,6 +158,26 @@ def test_concurrent_metadata_updates_lose_nothing(store, redis_client, settings)
     assert redis_client.hlen(meta_key(handle)) == 200
     for service in services:
         service.close()
+
+
+def test_control_metadata_as_a_json_read_modify_write_loses_keys(redis_client):
+    """The control: the same four writers, each keeping the metadata as one JSON document it
+    reads, changes and writes back. All four read the document before any writes it back
+    (the barrier holds that window open once), so the keys of three are lost for good."""
+    doc_key = "nightstorm:test:meta-json"
+    everyone_read = threading.Barrier(4, timeout=10)
+
+    def write(i):
+        for k in range(50):
+            doc = json.loads(redis_client.get(doc_key) or "{}")
+            doc[f"s{i}k{k}"] = k
+            if k == 0:
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    everyone_read.wait()
+            redis_client.set(doc_key, json.dumps(doc))
+
+    assert race(write, [(i,) for i in range(4)]) == [None] * 4
+    assert len(json.loads(redis_client.get(doc_key))) <= 200 - 3
 
 
 def test_other_process_reads_and_writes_through_redis(svc, redis_client):
@@ -196,16 +241,17 @@ def test_pruning_is_conditional_on_the_stored_signal(svc, redis_client):
 def test_full_queue_is_counted_and_logged(store, redis_client, caplog):
     service = ConnectionService(store=store, queue_size=5)
     conn = service.register(protocol="telnet", remote_addr="10.1.1.1")
-    release = threading.Event()
+    taken, release = threading.Event(), threading.Event()
     real_write = store.write_batch
 
     def held_write(items):  # hold the writer thread so the queue fills up
-        release.wait(5)
+        taken.set()
+        release.wait(30)
         return real_write(items)
 
     store.write_batch = held_write
     service.update_metadata(conn.handle, {"first": 1})
-    time.sleep(0.05)  # the writer takes it and blocks
+    assert taken.wait(30)  # the writer took it and blocks
     before = (
         REGISTRY.get_sample_value(
             "nightstorm_connections_write_queue_full_total", {"kind": "metadata"}

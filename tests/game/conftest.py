@@ -3,9 +3,8 @@
 Race tests run on real threads, each with its own PostgreSQL connection; THREADS bounds them
 so a run stays well under the server's max_connections (other suites may share the server).
 
-`GAME_NAIVE_RACES=1` runs the race tests against naive versions of the services (no combat
-row lock; no turn guard — a test-local claim in test_combat_turns.py; no journey lock, check or
-unique index) to show that the tests can fail: expect them to fail in that mode.
+Every race test's control (the naive version, defined in the test module, shown to break)
+runs in every suite as a test of its own; there is no switch to flip.
 """
 
 import os
@@ -13,15 +12,10 @@ import os
 import pytest
 
 THREADS = int(os.environ.get("GAME_TEST_THREADS", "32"))
-NAIVE = os.environ.get("GAME_NAIVE_RACES") == "1"
 
 
 @pytest.fixture
-def naive(monkeypatch):
-    """Whether this run demonstrates the naive versions (see the module docstring)."""
-    if NAIVE:
-        from game import registration, travel
-
-        monkeypatch.setattr(registration, "LOCK_COMBAT_ROW", False)
-        monkeypatch.setattr(travel, "LOCK_PLAYER_ROW", False)
-    return NAIVE
+def naive():
+    """Always False. Left for the registration and travel race tests that still take it as an
+    argument; their naive branches never run."""
+    return False

@@ -38,7 +38,7 @@ def test_changelists_and_filters_load(gm):
         assert gm.get(url).status_code == 200, url
     combat = Combat.objects.first()
     page = gm.get(f"/admin/game/combat/{combat.pk}/change/")
-    assert page.status_code == 200 and b"Registration" in page.content
+    assert page.status_code == 200 and b"Players" in page.content
 
 
 def test_stale_player_save_shows_an_error(gm):
@@ -151,4 +151,4 @@ def test_a_combat_page_shows_its_turns(gm):
     CombatTurn.objects.create(combat=combat, turn=1, due_at=now, ran_at=now, boss_hp=99_123)
     page = gm.get(f"/admin/game/combat/{combat.pk}/change/")
     assert page.status_code == 200
-    assert b"Turns (latest first)" in page.content and b"99123" in page.content
+    assert b"Turn log (latest first)" in page.content and b"99123" in page.content

@@ -148,6 +148,38 @@ def test_travel_and_lazy_arrival(client, player):
     assert me["travel"] is None and me["zone"] == "ASH2"
 
 
+def _writes(queries) -> list[str]:
+    return [
+        q["sql"]
+        for q in queries
+        if q["sql"].lstrip().split(" ", 1)[0].upper() in {"INSERT", "UPDATE", "DELETE"}
+    ]
+
+
+def test_reading_the_player_writes_nothing_even_with_a_journey_due(client, player):
+    assert client.post("/api/v1/players/me/travel/", {"zone": "ASH2"}, format="json").status_code
+    Journey.objects.update(
+        arrives_at=timezone.now() - timedelta(seconds=1),
+        started_at=timezone.now() - timedelta(seconds=2),
+    )
+    version = Player.objects.get(pk=player.pk).version
+    with CaptureQueriesContext(connection) as ctx:
+        response = client.get("/api/v1/players/me/")
+    assert response.status_code == 200
+    assert _writes(ctx.captured_queries) == []
+    me = response.json()
+    assert (me["zone"], me["travel"], me["version"]) == ("ASH2", None, version)
+    assert response["ETag"] == f'"{version}"'
+    # Still in flight in the database: the arrivals task lands it, and the read agrees.
+    assert Journey.objects.get().arrived_at is None
+    assert Player.objects.get(pk=player.pk).zone.code == "ASH1"
+    from game import travel
+
+    assert travel.apply_arrivals() == 1
+    after = client.get("/api/v1/players/me/").json()
+    assert (after["zone"], after["travel"], after["version"]) == ("ASH2", None, version + 1)
+
+
 def test_travel_refusals(client, player):
     _error(
         client.post("/api/v1/players/me/travel/", {"zone": "NOPE"}, format="json"),

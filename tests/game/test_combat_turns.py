@@ -1,5 +1,8 @@
 """The fight rules and the orchestrator: one turn per combat per tick, however many run."""
 
+import contextlib
+import itertools
+import threading
 from collections import Counter
 from datetime import timedelta
 
@@ -85,9 +88,7 @@ def test_one_turn_per_tick_period():
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("batch_size", [1, 25])
-def test_two_orchestrators_advance_each_combat_once_per_tick(naive, batch_size, monkeypatch):
-    if naive:
-        monkeypatch.setattr(orchestrator, "_claim", naive_claim)
+def test_two_orchestrators_advance_each_combat_once_per_tick(batch_size):
     combats = make_running_combats(40, seats=3)
     ids = [c.pk for c in combats]
     t = period_end(timezone.now())
@@ -111,7 +112,17 @@ def test_without_the_guard_two_orchestrators_double_turns(monkeypatch):
     """The control: the same race with the test-local naive claim advances combats twice in
     one tick (the unique turn log refuses a turn number twice, so the loser's replay moves on
     to the next turn), and the turn-log check sees it."""
-    monkeypatch.setattr(orchestrator, "_claim", naive_claim)
+    # Two orchestrators x two batches: all four first claims read before any batch writes.
+    first_claims, calls = threading.Barrier(4, timeout=10), itertools.count()
+
+    def claim_together(ids, now):
+        rows = naive_claim(ids, now)
+        if next(calls) < 4:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                first_claims.wait()
+        return rows
+
+    monkeypatch.setattr(orchestrator, "_claim", claim_together)
     combats = make_running_combats(40, seats=3)
     ids = [c.pk for c in combats]
     t = period_end(timezone.now())
@@ -154,15 +165,16 @@ def test_the_lateness_of_every_turn_is_measured():
         return REGISTRY.get_sample_value("nightstorm_tick_lateness_seconds_sum") or 0
 
     combats = make_running_combats(3, seats=1)
+    now = timezone.now()  # the tick's clock, given: the lateness is exact on any machine
     Combat.objects.filter(pk__in=[c.pk for c in combats]).update(
-        next_turn_at=timezone.now() - timedelta(seconds=7)
+        next_turn_at=now - timedelta(seconds=7)
     )
     count, total = observed(), late_sum()
-    report = process_active_combats()
+    report = process_active_combats(now=now)
     assert report.advanced == 3
     assert observed() - count == 3
-    assert 21 <= late_sum() - total < 25
-    assert 7 <= report.lateness_max < 8
+    assert late_sum() - total == pytest.approx(21)
+    assert report.lateness_max == pytest.approx(7)
 
 
 @pytest.mark.django_db

@@ -97,3 +97,28 @@ def test_concurrent_credits_keep_gold_equal_to_the_ledger():
     )
     assert balances == [3 * n for n in range(1, 17)]  # each read under the row lock
     assert gold.audit() == []
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_control_credits_that_read_the_balance_before_writing_lose_gold():
+    """The control: the same sixteen credits as a read, then a write of read + amount (no
+    row lock between them) lose all but one, and the audit sees gold off its ledger."""
+    import contextlib
+    import threading
+
+    (player,) = make_players(1)
+    everyone_read = threading.Barrier(16, timeout=10)
+
+    def read_then_write(n):
+        balance = Player.objects.get(pk=player.pk).gold + 3
+        with contextlib.suppress(threading.BrokenBarrierError):
+            everyone_read.wait()
+        Player.objects.filter(pk=player.pk).update(gold=balance)
+        GoldEntry.objects.create(
+            player=player, kind=GoldKind.REWARD, amount=3, balance_after=balance, reference=f"r:{n}"
+        )
+
+    assert race(read_then_write, [(n,) for n in range(16)]) == [None] * 16
+    assert Player.objects.get(pk=player.pk).gold == 3
+    assert [row.name for row in gold.audit()] == [player.name]

@@ -11,6 +11,7 @@ once-a-"minute" schedule for a budget shorter than its period leaves gaps of sev
 import re
 import signal
 import time
+from collections import Counter
 
 import pytest
 from django.utils import timezone
@@ -24,6 +25,7 @@ from tests.game.turnlog import check_turn_log
 from tests.processes import Platform
 
 SUMMARY = re.compile(r"run_orchestrator: (\d+) tick\(s\), (\d+) turn\(s\) advanced")
+TICK_LINE = re.compile(r"tick: (?P<advanced>\d+) advanced of (?P<due>\d+) due, ")
 
 
 def wait_for(predicate, timeout: float, what: str, every: float = 0.05):
@@ -92,7 +94,13 @@ def test_two_orchestrators_keep_every_combat_one_tick_apart(platform, settings):
     p.manage("orch-b", "run_orchestrator")
     wait_for(orchestrators_beating(2), 30, "both orchestrators to start")
     ids = fighting_combats(24)
-    time.sleep(18 * tick)
+    every_combat = Combat.objects.filter(pk__in=ids)
+    wait_for(
+        lambda: min(every_combat.values_list("turn", flat=True)) >= 16,
+        90,
+        "16 turns of every combat",
+        every=0.2,
+    )
     codes = p.stop()
     assert codes == {"orch-a": 0, "orch-b": 0}, (p.log("orch-a")[-1500:], p.log("orch-b")[-1500:])
 
@@ -116,7 +124,7 @@ def test_an_orchestrator_killed_mid_tick_and_replaced_loses_and_doubles_no_turn(
     wait_for(orchestrators_beating(1), 30, "the orchestrator to start")
     ids = fighting_combats(40, seats=1)
     wait_for(lambda: turns_logged(ids) >= 3 * len(ids), 30, "three ticks")
-    wait_for(mid_tick(ids), 10, "a tick half done", every=0.002)
+    wait_for(mid_tick(ids), 30, "a tick half done", every=0.002)
     p.signal("orch-a", signal.SIGKILL)
     first.wait(timeout=10)
     killed_at = turns_logged(ids)
@@ -128,7 +136,11 @@ def test_an_orchestrator_killed_mid_tick_and_replaced_loses_and_doubles_no_turn(
 
     check = check_turn_log(ids, period=tick)
     print(f"\nSIGKILL and replace: {check.stats()}")
-    assert not check.problems, check.problems[:5]
+    assert not check.missing and not check.doubled, check.problems[:5]
+    # Late turns only where the replacement took over: at most one stretch per combat (how
+    # long it is depends on how fast the new process starts on this machine).
+    late = Counter(combat for combat, *_ in check.gaps)
+    assert max(late.values(), default=0) <= 1, check.gaps[:5]
     # The killed one never removed its heartbeat (pruned after an hour); the clean one did.
     left = list(Heartbeat.objects.filter(name__startswith="orchestrator:").values_list("name"))
     assert left == [(left[0][0],)] and left[0][0].endswith(f":{first.pid}")
@@ -140,17 +152,22 @@ def test_an_orchestrator_killed_mid_tick_and_replaced_loses_and_doubles_no_turn(
 def test_sigterm_finishes_the_tick_and_exits_0_with_a_summary(platform):
     tick = 2
     p = platform(tick, NIGHTSTORM_COMBAT_BATCH_SIZE=1, NIGHTSTORM_COMBAT_PARALLELISM=1)
-    proc = p.manage("orch", "run_orchestrator")
+    proc = p.manage("orch", "run_orchestrator", "-v", "2")
     wait_for(orchestrators_beating(1), 30, "the orchestrator to start")
     ids = fighting_combats(60, seats=1)
     wait_for(lambda: turns_logged(ids) >= len(ids), 30, "a first tick")
-    wait_for(mid_tick(ids), 10, "a tick half done", every=0.002)
+    wait_for(mid_tick(ids), 30, "a tick half done", every=0.002)
     p.signal("orch", signal.SIGTERM)
     assert proc.wait(timeout=20) == 0
     logged = turns_logged(ids)
-    assert logged % len(ids) == 0, "the tick in progress was finished"
-    out = p.log("orch")
-    assert "; stopped by SIGTERM" in out and out.strip().count("\n") == 0, out[-1500:]
+    lines = p.log("orch").strip().splitlines()
+    assert "; stopped by SIGTERM" in lines[-1], lines[-3:]
+    ticks = [line for line in lines if TICK_LINE.match(line)]
+    # The tick in progress was finished: it advanced every combat it found due. (A tick that
+    # overran its period on a loaded machine finds only some combats due: not a multiple.)
+    finished = TICK_LINE.match(ticks[-1])
+    assert finished and finished["advanced"] == finished["due"], ticks[-3:]
+    assert sum(int(TICK_LINE.match(line)["advanced"]) for line in ticks) == logged
     assert summary_of(p, "orch")[1] == logged
     assert not Heartbeat.objects.filter(name__startswith="orchestrator:").exists()
 
@@ -175,7 +192,7 @@ def test_control_a_loop_without_the_sigterm_handler_dies_mid_tick(platform):
     proc = p.manage("naive", "shell", "-c", loop)
     ids = fighting_combats(60, seats=1)
     wait_for(lambda: turns_logged(ids) >= len(ids), 30, "a first tick")
-    wait_for(mid_tick(ids), 10, "a tick half done", every=0.002)
+    wait_for(mid_tick(ids), 30, "a tick half done", every=0.002)
     p.signal("naive", signal.SIGTERM)
     assert proc.wait(timeout=20) == -signal.SIGTERM
     assert turns_logged(ids) % len(ids) != 0

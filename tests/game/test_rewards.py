@@ -1,5 +1,8 @@
 """Rewards are paid exactly once per (combat, player): run twice, crash halfway, dead + retry."""
 
+import contextlib
+import threading
+
 import pytest
 from django.utils import timezone
 
@@ -77,6 +80,45 @@ def test_concurrent_runs_of_one_reward_pay_once():
     _, (reward, _) = _finished_combat_with_rewards()
     outcomes = race(outbox.run_job, [(reward.job_id,)] * 8)
     assert outcomes.count("done") == 1, outcomes
+    assert _gold(reward) == reward.gold
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_calls_of_the_handler_itself_pay_once():
+    """Without the job's lock (a job re-created by hand, say) the reward's row lock still
+    decides: one call pays, the others find it paid."""
+    _, (reward, _) = _finished_combat_with_rewards()
+    outcomes = race(rewards.pay_reward, [({"reward": reward.pk},)] * 8)
+    assert sorted(outcomes) == [False] * 7 + [True], outcomes
+    assert _gold(reward) == reward.gold
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_control_unlocked_runs_of_one_reward_all_try_to_pay_it():
+    """The control: runs that read the reward without the job's or the reward's lock all see
+    it unpaid and all credit it; only the ledger's unique (kind, reference, player), the last
+    line behind the locks, refuses the seven extra credits."""
+    from django.db import IntegrityError, transaction
+
+    _, (reward, _) = _finished_combat_with_rewards()
+    everyone_read = threading.Barrier(8, timeout=10)
+
+    def unlocked_run(reward_id):
+        row = Reward.objects.get(pk=reward_id)
+        if row.paid_at is not None:
+            return False
+        with contextlib.suppress(threading.BrokenBarrierError):
+            everyone_read.wait()
+        with transaction.atomic():
+            rewards._credit(row)
+            rewards._mark_paid(row)
+        return True
+
+    outcomes = race(unlocked_run, [(reward.pk,)] * 8)
+    assert sum(isinstance(o, IntegrityError) for o in outcomes) == 7, outcomes
+    assert outcomes.count(True) == 1
     assert _gold(reward) == reward.gold
 
 

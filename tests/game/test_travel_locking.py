@@ -1,32 +1,66 @@
-"""Landing a due journey while the same player starts another: one lock order, no deadlock."""
+"""Landing a due journey while the same player starts another: one lock order everywhere (the
+player, then the journey), so the paths never deadlock.
+
+`start_travel` and `apply_arrivals` run under `transient_retry`, which would quietly run a
+deadlocked transaction again and still end in the right state; so the tests assert that no
+transient error (40P01/40001) happened at all. The control lands the journey in the opposite
+order (journey, then player) and shows that such a regression deadlocks, is retried and would
+pass on its final state alone.
+"""
 
 import contextlib
 import threading
 from datetime import timedelta
 
 import pytest
+from django.db.models import F
 from django.utils import timezone
 
 from game import travel
-from game.models import Journey
+from game.models import Journey, Player
+from nightstorm import transactions
+from nightstorm.transactions import transient_retry
 from tests.game.factories import make_players, make_zones
 from tests.helpers import race
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 
-def test_a_read_landing_a_journey_and_a_new_journey_do_not_deadlock(monkeypatch):
+@pytest.fixture
+def transient_errors(monkeypatch):
+    """Every deadlock or serialization failure a `transient_retry` saw (and retried)."""
+    seen = []
+    real = transactions.is_transient
+
+    def spy(exc):
+        if real(exc):
+            seen.append(exc)
+            return True
+        return False
+
+    monkeypatch.setattr(transactions, "is_transient", spy)
+    return seen
+
+
+@pytest.fixture
+def due_journey():
     home, there, further = make_zones(3)
     (player,) = make_players(1, zone=home)
     now = timezone.now()
-    Journey.objects.create(
+    journey = Journey.objects.create(
         player=player,
         origin=home,
         destination=there,
         started_at=now - timedelta(minutes=5),
         arrives_at=now - timedelta(minutes=1),
     )
-    # Both paths land the due journey; make them meet right there, each holding its first lock.
+    return player, journey, further
+
+
+@pytest.fixture
+def meet_in_start_travel(monkeypatch):
+    """`start_travel` waits (a while, at most) for the other side when it has the player
+    locked and is about to land the due journey: both sides hold their first lock there."""
     meet = threading.Barrier(2, timeout=2)
     land = travel._arrive_locked
 
@@ -37,22 +71,67 @@ def test_a_read_landing_a_journey_and_a_new_journey_do_not_deadlock(monkeypatch)
         return land(journey, when)
 
     monkeypatch.setattr(travel, "_arrive_locked", meeting)
+    return meet
+
+
+def _assert_landed_and_left(player, journey, further):
+    assert Journey.objects.get(pk=journey.pk).arrived_at is not None
+    in_flight = Journey.objects.get(player=player, arrived_at__isnull=True)
+    assert (in_flight.origin_id, in_flight.destination_id) == (journey.destination_id, further.pk)
+
+
+def test_arrivals_and_a_new_journey_of_the_same_player_never_deadlock(
+    due_journey, meet_in_start_travel, transient_errors
+):
+    player, journey, further = due_journey
     outcomes = race(
         lambda f: f(),
         [
             (lambda: travel.start_travel(player_id=player.pk, zone_code=further.code),),
-            (lambda: travel.current_journey(player_id=player.pk),),
+            (lambda: travel.apply_arrivals(),),
         ],
     )
     assert not [o for o in outcomes if isinstance(o, Exception)], outcomes
-    assert Journey.objects.filter(player=player, arrived_at__isnull=True).count() == 1
-    assert Journey.objects.filter(player=player, destination=there).get().arrived_at is not None
+    assert transient_errors == [], "a deadlock was retried: the lock order regressed"
+    _assert_landed_and_left(player, journey, further)
+
+
+def test_control_landing_in_the_opposite_order_deadlocks_and_only_the_retry_hides_it(
+    due_journey, meet_in_start_travel, transient_errors
+):
+    player, journey, further = due_journey
+    meet = meet_in_start_travel
+    attempts = []
+
+    @transient_retry
+    def land_journey_first():
+        attempts.append(1)
+        locked = Journey.objects.select_for_update().get(pk=journey.pk)
+        if len(attempts) == 1:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                meet.wait()  # both hold their first lock: the journey here, the player there
+        Player.all_objects.select_for_update().filter(pk=player.pk).values("pk").first()
+        if Journey.objects.filter(pk=locked.pk, arrived_at__isnull=True).update(
+            arrived_at=timezone.now()
+        ):
+            Player.all_objects.filter(pk=player.pk).update(
+                zone_id=locked.destination_id, version=F("version") + 1
+            )
+
+    outcomes = race(
+        lambda f: f(),
+        [
+            (lambda: travel.start_travel(player_id=player.pk, zone_code=further.code),),
+            (land_journey_first,),
+        ],
+    )
+    assert not [o for o in outcomes if isinstance(o, Exception)], outcomes
+    _assert_landed_and_left(player, journey, further)  # the final state alone looks fine...
+    assert [transactions.sqlstate(e) for e in transient_errors] == ["40P01"]  # ...it was not
 
 
 def test_apply_arrivals_skips_a_player_locked_by_a_request():
     from django.db import transaction
-
-    from game.models import Player
 
     home, there = make_zones(2)
     (player,) = make_players(1, zone=home)
@@ -70,15 +149,15 @@ def test_apply_arrivals_skips_a_player_locked_by_a_request():
         with transaction.atomic():
             Player.objects.select_for_update().get(pk=player.pk)
             holding.set()
-            done.wait(timeout=10)
+            done.wait(timeout=30)
 
     def worker():
-        holding.wait(timeout=10)
+        assert holding.wait(timeout=30)
         try:
             return travel.apply_arrivals()
         finally:
             done.set()
 
     outcomes = race(lambda f: f(), [(request_holding_the_player,), (worker,)])
-    assert outcomes[1] == 0  # skipped, not blocked and not deadlocked
+    assert outcomes == [None, 0]  # skipped, not blocked and not deadlocked
     assert travel.apply_arrivals() == 1

@@ -40,11 +40,11 @@ def test_pool_detail_has_an_etag_and_unknown_group_is_404(api_client, pools, pla
     assert response["Cache-Control"] == "no-cache"  # the ETag does not follow the amount
     body = response.json()
     assert (body["version"], body["config_version"]) == (1, 1)
-    # A bet moves the balance and its version, not the ETag (the configuration's version).
+    # A bet moves the balance (a stripe), not the ETag (the configuration's version).
     services.contribute(player=player, bet=100_000, operation_id="op-etag")
     again = api_client.get(f"{POOLS}major/")
     assert again["ETag"] == response["ETag"]
-    assert again.json()["version"] == 2 and again.json()["amount"] > body["amount"]
+    assert again.json()["version"] == 1 and again.json()["amount"] > body["amount"]
     missing = api_client.get(f"{POOLS}giga/")
     assert missing.status_code == 404 and missing.json()["code"] == "unknown_group"
 
@@ -299,21 +299,19 @@ def test_a_malformed_cursor_is_a_400(api_client, staff_user, cursor):
 
 def test_contribution_retries_inside_the_idempotent_transaction(player_client, pools, monkeypatch):
     """The view's outer transaction survives a lost attempt (rolled back to its savepoint)."""
-    from dataclasses import replace
+    from jackpot import contributions
+    from nightstorm.errors import ConcurrencyConflict
 
-    from jackpot import services
+    real, calls = contributions._contribute_once, []
 
-    real, calls = services._read_pools, []
-
-    def stale_once(operation_id, lock):
-        pools_read, applied = real(operation_id, lock)
-        calls.append(lock)
+    def lose_once(*args, **kwargs):
+        calls.append(kwargs["wait"])
         if len(calls) == 1:
-            pools_read = [replace(p, version=p.version - 1) for p in pools_read]
-        return pools_read, applied
+            real(*args, **kwargs)  # writes, then loses: the savepoint must undo it
+            raise ConcurrencyConflict()
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(services, "_read_pools", stale_once)
-    monkeypatch.setattr(services._contention, "hot_until", 0.0)
+    monkeypatch.setattr(contributions, "_contribute_once", lose_once)
     before = amounts()
     response = contribute(player_client, {"bet": 10_000}, key="retry-key")
     assert response.status_code == 201 and calls == [False, True]

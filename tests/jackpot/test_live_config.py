@@ -5,7 +5,7 @@ over the API. Before each PATCH the game master waits until a bet has committed 
 GET, so every PATCH really races the betting. The ETag names the configuration version, so a
 PATCH with a fresh ETag goes through every time, and one whose ETag predates another
 configuration edit is 412. The CONTROL runs the same load against the old rule (If-Match
-compared with the balance `version`, written here in the test): it is refused.
+compared with the balance, written here in the test): it is refused.
 """
 
 import itertools
@@ -15,10 +15,11 @@ import uuid
 
 import pytest
 from django.db import connections, transaction
+from django.db.models import Max
 from rest_framework.test import APIClient
 
 from jackpot import services
-from jackpot.models import JackpotPool, LedgerEntry
+from jackpot.models import Contribution, JackpotPool, LedgerEntry
 from nightstorm.errors import Busy, PreconditionFailed
 from tests.jackpot.books import assert_books_balance
 
@@ -73,10 +74,14 @@ class Betting:
         return False
 
 
-def wait_for_a_bet(after_version: int, group: str = "minor", timeout: float = 10.0) -> None:
-    """Until the pool's balance version moved past `after_version` (a bet committed)."""
+def last_bet() -> int:
+    return Contribution.objects.aggregate(m=Max("id", default=0))["m"]
+
+
+def wait_for_a_bet(after: int, timeout: float = 10.0) -> None:
+    """Until a bet newer than contribution `after` committed."""
     deadline = time.monotonic() + timeout
-    while JackpotPool.objects.filter(group=group, version__lte=after_version).exists():
+    while not Contribution.objects.filter(id__gt=after).exists():
         assert time.monotonic() < deadline, "no bet committed while waiting"
         time.sleep(0.002)
 
@@ -88,12 +93,14 @@ def staff_api(user) -> APIClient:
 
 
 def old_rule_update_config(*, group: str, changes: dict, expected_version: int):
-    """The rule before `config_version`: If-Match named the balance `version`, which every
-    bet moves. Same locks, same write; only the comparison differs."""
+    """The rule before `config_version`: If-Match named the balance, which every bet moves.
+    Same locks, same write; only the comparison differs."""
     with transaction.atomic():
-        pools = list(JackpotPool.objects.select_for_update(of=("self",)).order_by("pk"))
+        pools = list(
+            JackpotPool.objects.select_for_update(of=("self",), no_key=True).order_by("pk")
+        )
         pool = next(p for p in pools if p.group == group)
-        if pool.version != expected_version:
+        if pool.amount != expected_version:
             raise PreconditionFailed()
         return services.update_config(
             group=group, changes=changes, expected_version=pool.config_version
@@ -106,7 +113,7 @@ def test_patches_with_a_fresh_etag_succeed_while_bets_flow(pools, players, staff
     with Betting(players) as betting:
         for _ in range(EDITS):
             seen = api.get(URL)
-            wait_for_a_bet(seen.json()["version"])  # the balance moved since the GET
+            wait_for_a_bet(last_bet())  # the balance moved since the GET
             rate = next(rates)
             response = api.patch(
                 URL, {"contribution_rate_bp": rate}, format="json", HTTP_IF_MATCH=seen["ETag"]
@@ -119,7 +126,6 @@ def test_patches_with_a_fresh_etag_succeed_while_bets_flow(pools, players, staff
     assert betting.applied >= EDITS
     pool = JackpotPool.objects.get(group="minor")
     assert pool.config_version == pools["minor"].config_version + EDITS
-    assert pool.version > pools["minor"].version + EDITS  # the bets moved it too
     assert_books_balance()
 
 
@@ -131,8 +137,8 @@ def test_control_if_match_on_the_balance_version_is_refused_while_bets_flow(
     outcomes, rates = [], itertools.cycle([120, 80])
     with Betting(players):
         for _ in range(EDITS):
-            seen = api.get(URL).json()["version"]  # what the old ETag carried
-            wait_for_a_bet(seen)
+            seen = api.get(URL).json()["amount"]  # what the old rule compared
+            wait_for_a_bet(last_bet())
             try:
                 old_rule_update_config(
                     group="minor",
@@ -161,7 +167,7 @@ def test_a_patch_whose_etag_predates_another_edit_is_412_under_betting(pools, pl
                 HTTP_IF_MATCH=bob_seen["ETag"],
             )
             assert first.status_code == 200, first.json()
-            wait_for_a_bet(first.json()["version"])
+            wait_for_a_bet(last_bet())
             stale = alice.patch(
                 URL, {"seed_amount": 2_000 + round_}, format="json", HTTP_IF_MATCH=alice_etag
             )
@@ -210,7 +216,7 @@ def test_admin_saves_go_through_under_betting_and_stale_ones_do_not(
     with Betting(players):
         for n in range(3):
             opened = JackpotPool.objects.get(group="minor")
-            wait_for_a_bet(opened.version)
+            wait_for_a_bet(last_bet())
             response = client.post(url, form(opened, contribution_rate_bp=110 + n, adjustment=5))
             assert response.status_code == 302, response.content.decode()[:2000]
         opened = JackpotPool.objects.get(group="minor")

@@ -9,23 +9,27 @@ JACKPOT_RACE_OPS=60 runs 32 x 60.
 """
 
 import contextlib
+import multiprocessing
 import os
 import random
+import threading
 import time
-from collections import defaultdict
+import uuid
+from collections import Counter, defaultdict
 
 import pytest
 from django.core.management import call_command
-from django.db import transaction
-from django.db.models import F, Sum
+from django.db import connections, transaction
+from django.db.models import Sum
 from django.utils import timezone
 
 from game.models import Player
 from jackpot import services
 from jackpot.ledger import audit_pools, split_bet
-from jackpot.models import Contribution, JackpotPool, LedgerEntry, Win
+from jackpot.models import GROUPS, Contribution, JackpotPool, LedgerEntry, PoolStripe, Win
 from nightstorm.errors import Busy, PreconditionFailed
 from tests.helpers import race
+from tests.jackpot.books import assert_books_balance
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -43,15 +47,15 @@ def assert_audit_ok():
 
 
 def naive_contribute(*, player, bet: int, operation_id: str) -> Contribution:
-    """A contribution as a plain read-modify-write: read the pools, write the new amounts back
-    without `WHERE version = <read>`. The last writer wins, so concurrent bets are lost."""
+    """A contribution as a plain read-modify-write of a stripe: read it, write the new amount
+    back without holding its lock. Two bets that read the same stripe: the last one wins."""
     with transaction.atomic():
-        pools = list(JackpotPool.objects.order_by("pk"))
-        split = split_bet(bet, {p.group: p.contribution_rate_bp for p in pools})
+        rows = list(PoolStripe.objects.filter(slot=random.randrange(2)).select_related("pool"))
+        split = split_bet(bet, {s.pool.group: s.rate_bp for s in rows})
         time.sleep(0.001)  # the time a busy server spends between the read and the write
-        for pool in pools:
-            JackpotPool.objects.filter(pk=pool.pk).update(
-                amount=pool.amount + split.parts[pool.group], version=F("version") + 1
+        for stripe in rows:
+            PoolStripe.objects.filter(pk=stripe.pk).update(
+                amount=stripe.amount + split.parts[stripe.pool.group], ceiling=None
             )
         return Contribution.objects.create(
             operation_id=operation_id,
@@ -63,15 +67,45 @@ def naive_contribute(*, player, bet: int, operation_id: str) -> Contribution:
 
 
 def naive_win(*, group: str, player, operation_id: str) -> Win:
-    """A win without the row lock: every concurrent winner pays what it read."""
+    """A win that sums the stripes without locking them, then writes what it read back (with
+    ledger rows that would be right had nobody else written meanwhile): concurrent winners
+    all pay what they read, and bets that land between its read and its write are wiped."""
     with transaction.atomic():
         pool = JackpotPool.objects.get(group=group)
+        held = list(PoolStripe.objects.filter(pool=pool).order_by("slot"))
         time.sleep(0.02)  # the time a busy server spends between the read and the write
-        JackpotPool.objects.filter(pk=pool.pk).update(
-            amount=pool.seed_amount, version=F("version") + 1, last_modified_at=timezone.now()
+        now, rows = timezone.now(), []
+        for stripe in held:
+            if not stripe.amount and stripe.slot:
+                continue
+            version = stripe.version + 1
+            after = pool.seed_amount if stripe.slot == 0 else 0
+            PoolStripe.objects.filter(pk=stripe.pk).update(
+                amount=after, version=version, ceiling=None
+            )
+            if stripe.amount:
+                rows.append(("win", -stripe.amount, 0, stripe.slot, version))
+            if stripe.slot == 0 and after:
+                rows.append(("reset", after, after, 0, version))
+        LedgerEntry.objects.bulk_create(
+            LedgerEntry(
+                pool=pool,
+                slot=slot,
+                kind=kind,
+                amount=amount,
+                balance_after=balance,
+                pool_version=version,
+                operation_id=operation_id,
+                player_id=player,
+                created_at=now,
+            )
+            for kind, amount, balance, slot, version in rows
         )
         return Win.objects.create(
-            operation_id=operation_id, pool=pool, player_id=player, amount=pool.amount
+            operation_id=operation_id,
+            pool=pool,
+            player_id=player,
+            amount=sum(s.amount for s in held),
         )
 
 
@@ -163,10 +197,11 @@ def test_concurrent_wins_never_pay_more_than_the_pool_held(pools, players):
     # The pool held `held` once and `seed` after each of the 7 earlier resets: never more.
     assert sum(payouts) == held + 7 * seed
     assert payouts == [seed] * 7 + [held]
-    # Every payout has its ledger row, paid out of exactly the balance before it.
+    # Every payout has its ledger rows, each emptying a stripe of exactly what it held.
     for win in Win.objects.all():
-        row = LedgerEntry.objects.get(operation_id=win.operation_id, kind="win")
-        assert row.amount == -win.amount and row.balance_after == 0
+        rows = LedgerEntry.objects.filter(operation_id=win.operation_id, kind="win")
+        assert sum(r.amount for r in rows) == -win.amount
+        assert all(r.balance_after == 0 for r in rows)
     gold_after = dict(Player.objects.values_list("pk", "gold"))
     paid = defaultdict(int)
     for win in Win.objects.all():
@@ -270,3 +305,159 @@ def test_control_naive_wins_pay_more_than_the_pool_held(pools, players):
     assert not [o for o in outcomes if isinstance(o, Exception)], outcomes
     paid = sum(o.amount for o in outcomes)
     assert paid > held + 7 * seed  # more than the pool ever held
+
+
+# --- stripes: bets racing wins, the audit at every moment, once per key across processes ----
+
+
+class Auditor:
+    """Runs the audit in a loop on its own connection while the race runs; every audit must
+    pass (one statement, one snapshot) and no capped pool may be above its cap."""
+
+    def __init__(self):
+        self.done, self.results = threading.Event(), []
+        self.thread = threading.Thread(target=self.run)
+
+    def run(self):
+        try:
+            while not self.done.is_set():
+                audits = audit_pools()
+                caps = dict(JackpotPool.objects.values_list("group", "max_amount"))
+                self.results.append(
+                    all(a.ok for a in audits)
+                    and all(caps[a.group] is None or a.amount <= caps[a.group] for a in audits)
+                )
+        finally:
+            connections.close_all()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.thread.join()
+        return False
+
+
+def _bets_racing_wins(pools, players, win):
+    """12 bettors (services.contribute, capped pools, so the exact path runs too) racing a
+    winner calling `win` on every pool in turn, with the audit running throughout."""
+    player_ids = [p.pk for p in players]
+
+    def bettor(w):
+        rng = random.Random(w)
+        for i in range(50):
+            with contextlib.suppress(Busy):
+                services.contribute(
+                    player=rng.choice(player_ids),
+                    bet=rng.randint(1, 300_000),
+                    operation_id=f"rw-{w}-{i}",
+                )
+
+    def winner(_):
+        for i in range(12):
+            time.sleep(0.01)
+            win(group=GROUPS[i % 3], player=player_ids[i % 8], operation_id=f"rw-win-{i}")
+
+    with Auditor() as auditor:
+        outcomes = race(
+            lambda role, arg: role(arg), [(bettor, w) for w in range(12)] + [(winner, 0)]
+        )
+    return outcomes, auditor.results
+
+
+def test_bets_racing_wins_keep_the_audit_clean_at_every_moment(pools, players):
+    initial = {g: p.amount for g, p in pools.items()}
+    outcomes, audits = _bets_racing_wins(pools, players, services.process_win)
+    assert not [o for o in outcomes if isinstance(o, Exception)], outcomes
+    assert len(audits) > 5 and all(audits), audits.count(False)
+    assert_books_balance()
+    # Every bet is in its pool unless a win paid it out: amount = start + parts - payouts +
+    # one seed per reset.
+    for group, pool in pools.items():
+        parts = Contribution.objects.aggregate(s=Sum(f"{group}_amount", default=0))["s"]
+        wins = Win.objects.filter(pool__group=group)
+        paid = wins.aggregate(s=Sum("amount", default=0))["s"]
+        expected = initial[group] + parts - paid + wins.count() * pool.seed_amount
+        assert JackpotPool.objects.get(group=group).amount == expected, group
+    assert Win.objects.count() == 12
+
+
+def test_control_naive_wins_racing_bets_break_the_audit(pools, players):
+    """CONTROL: the same race with a win that does not lock the stripes: bets committed
+    between its read and its write vanish, and the audit catches it."""
+    outcomes, audits = _bets_racing_wins(pools, players, naive_win)
+    assert not [o for o in outcomes if isinstance(o, Exception)], outcomes
+    assert not all(a.ok for a in audit_pools()) or not all(audits)
+
+
+def _contribute_in_process(plan, naive, queue):
+    """A forked process: contribute every (operation id, player, bet) of `plan`."""
+    try:
+        done = []
+        for op, player_id, bet in plan:
+            if naive:
+                done.append((op, naive_once(player=player_id, bet=bet, operation_id=op)))
+            else:
+                result = services.contribute(player=player_id, bet=bet, operation_id=op)
+                done.append((op, not result.replayed))
+        queue.put(done)
+    except Exception as exc:  # reported to the test, which fails on it
+        queue.put(repr(exc))
+    finally:
+        connections.close_all()
+
+
+def naive_once(*, player, bet: int, operation_id: str) -> bool:
+    """Once-only as a check then an act, with nothing unique behind it: look for the operation,
+    and if it is not there, apply the bet (under a fresh internal id). Two processes that both
+    look before either commits both apply."""
+    if Contribution.objects.filter(operation_id__startswith=f"{operation_id}#").exists():
+        return False
+    time.sleep(0.002)
+    services.contribute(player=player, bet=bet, operation_id=f"{operation_id}#{uuid.uuid4().hex}")
+    return True
+
+
+def _race_keys_across_processes(players, naive: bool) -> list:
+    """4 forked processes submit the same 60 operations (each in its own order)."""
+    rng = random.Random(11)
+    player_ids = [p.pk for p in players]
+    ops = [(f"key-{i}", rng.choice(player_ids), rng.randint(1, 400_000)) for i in range(60)]
+    connections.close_all()  # never share a connection with the forked children
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    procs = []
+    for n in range(4):
+        plan = list(ops)
+        random.Random(n).shuffle(plan)
+        procs.append(ctx.Process(target=_contribute_in_process, args=(plan, naive, queue)))
+    for proc in procs:
+        proc.start()
+    reports = [queue.get(timeout=120) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=30)
+    assert all(isinstance(r, list) for r in reports), reports
+    return ops, [entry for report in reports for entry in report]
+
+
+def test_each_key_applies_once_across_processes(pools, players):
+    initial = {g: p.amount for g, p in pools.items()}
+    ops, done = _race_keys_across_processes(players, naive=False)
+    applied = Counter(op for op, fresh in done if fresh)
+    assert len(done) == 4 * len(ops)
+    assert applied == Counter({op: 1 for op, _, _ in ops})  # once each, whoever won
+    assert Contribution.objects.count() == len(ops)
+    for group in initial:
+        parts = Contribution.objects.aggregate(s=Sum(f"{group}_amount"))["s"]
+        assert JackpotPool.objects.get(group=group).amount == initial[group] + parts
+    assert_books_balance()
+
+
+def test_control_check_then_act_applies_a_key_more_than_once_across_processes(pools, players):
+    """CONTROL: the same processes with once-only as a check before the act: keys apply twice."""
+    ops, done = _race_keys_across_processes(players, naive=True)
+    applied = Counter(op for op, fresh in done if fresh)
+    assert Contribution.objects.count() > len(ops), applied
+    assert max(applied.values()) > 1

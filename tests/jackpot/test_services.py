@@ -1,17 +1,15 @@
 """The jackpot services one call at a time (PostgreSQL and SQLite)."""
 
-import dataclasses
-
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import DatabaseError, transaction
 
 from game.models import Player
-from jackpot import services
+from jackpot import contributions, services
 from jackpot.ledger import audit_pools, split_bet
-from jackpot.models import Contribution, JackpotPool, LedgerEntry, Win
-from nightstorm.errors import InvalidInput, PreconditionFailed
+from jackpot.models import Contribution, JackpotPool, LedgerEntry, PoolStripe, Win
+from nightstorm.errors import ConcurrencyConflict, InvalidInput, PreconditionFailed
 from nightstorm.models import LedgerIsAppendOnly
 
 
@@ -105,8 +103,12 @@ def test_win_pays_the_pool_resets_it_and_credits_the_player(pools, player):
     pool = JackpotPool.objects.get(group="major")
     assert pool.amount == pool.seed_amount and pool.lock_holder == "win-1"
     assert Player.objects.get(pk=player.pk).gold == held
-    kinds = list(LedgerEntry.objects.filter(operation_id="win-1").values_list("kind", "amount"))
-    assert sorted(kinds) == sorted([("win", -held), ("reset", pool.seed_amount)])
+    rows = LedgerEntry.objects.filter(operation_id="win-1")
+    # One `win` row per stripe that held money (the seed's and the bet's), then the reset.
+    assert sum(r.amount for r in rows if r.kind == "win") == -held
+    assert all(r.balance_after == 0 for r in rows if r.kind == "win")
+    assert [(r.slot, r.amount) for r in rows if r.kind == "reset"] == [(0, pool.seed_amount)]
+    assert all_ok()
     # replay: same payout, nothing paid twice
     again = services.process_win(group="major", player=player, operation_id="win-1")
     assert again.replayed and again.win.amount == held
@@ -163,13 +165,14 @@ def test_update_config_checks_the_configuration_version_and_rules(pools):
     assert (same.version, same.config_version) == (pool.version, pool.config_version)
 
 
-def test_bets_wins_and_adjustments_move_version_but_not_config_version(pools, player):
+def test_wins_and_adjustments_move_version_bets_neither_and_none_config_version(pools, player):
     minor = pools["minor"]
     services.contribute(player=player, bet=100_000, operation_id="op-cv")
+    assert JackpotPool.objects.get(group="minor").version == minor.version  # a stripe moved
     services.adjust_pool(group="minor", delta=5, operation_id="adj-cv")
     services.process_win(group="minor", player=player, operation_id="win-cv")
     pool = JackpotPool.objects.get(group="minor")
-    assert pool.version == minor.version + 3
+    assert pool.version == minor.version + 2
     assert pool.config_version == minor.config_version == 1
     # So a configuration edit made against the configuration it saw still applies.
     services.update_config(
@@ -245,49 +248,48 @@ def test_audit_command_passes_and_fails(pools, capsys):
     call_command("jackpot_audit")
     out = capsys.readouterr().out
     assert "3 pools ok" in out and "minor" in out
-    JackpotPool.objects.filter(group="mega").update(amount=1)  # money without a ledger row
+    PoolStripe.objects.filter(pool__group="mega", slot=3).update(amount=1)  # no ledger row
     with pytest.raises(CommandError, match="mega"):
         call_command("jackpot_audit")
 
 
 def test_audit_detects_a_broken_balance_chain(pools):
-    minor = pools["minor"]
+    stripe = PoolStripe.objects.get(pool__group="minor", slot=0)
     LedgerEntry.objects.create(
-        pool=minor,
+        pool_id=stripe.pool_id,
+        slot=0,
         kind="adjustment",
         amount=5,
-        balance_after=minor.amount + 6,
-        pool_version=minor.version + 1,
+        balance_after=stripe.amount + 6,
+        pool_version=stripe.version + 1,
         operation_id="bad",
     )
-    JackpotPool.objects.filter(group="minor").update(amount=minor.amount + 6)
+    PoolStripe.objects.filter(pk=stripe.pk).update(amount=stripe.amount + 6, ceiling=None)
     result = {a.group: a for a in audit_pools()}["minor"]
-    assert result.chain_breaks == 1 and not result.ok
+    assert result.chain_breaks == 1 and result.ledger_sum != result.amount and not result.ok
 
 
-def _stale_reads(monkeypatch, times):
-    """Make the next `times` pool reads see the version before a concurrent writer's."""
-    real = services._read_pools
-    calls = {"n": 0, "locked": []}
+def _losing_attempts(monkeypatch, times):
+    """The next `times` attempts lose (as when every stripe of a pool is held elsewhere)."""
+    real = contributions._contribute_once
+    calls = {"n": 0, "wait": []}
 
-    def read(operation_id, lock):
-        pools, applied = real(operation_id, lock)
+    def attempt(*args, **kwargs):
         calls["n"] += 1
-        calls["locked"].append(lock)
+        calls["wait"].append(kwargs["wait"])
         if calls["n"] <= times:
-            pools = [dataclasses.replace(p, version=p.version - 1) for p in pools]
-        return pools, applied
+            raise ConcurrencyConflict()
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(services, "_read_pools", read)
-    monkeypatch.setattr(services._contention, "hot_until", 0.0)
+    monkeypatch.setattr(contributions, "_contribute_once", attempt)
     return calls
 
 
-def test_a_lost_version_race_is_retried_with_the_pools_locked(pools, player, monkeypatch):
-    calls = _stale_reads(monkeypatch, times=1)
+def test_a_lost_attempt_is_retried_waiting_for_a_stripe(pools, player, monkeypatch):
+    calls = _losing_attempts(monkeypatch, times=1)
     before = amounts()
     result = services.contribute(player=player, bet=10_000, operation_id="op-retry")
-    assert result.attempts == 2 and calls["locked"] == [False, True]
+    assert result.attempts == 2 and calls["wait"] == [False, True]
     assert amounts() == {g: before[g] + result.contribution.amounts[g] for g in before}
     assert Contribution.objects.count() == 1 and all_ok()
 
@@ -297,7 +299,7 @@ def test_contribution_gives_up_after_the_last_attempt_and_applies_nothing(
 ):
     settings.JACKPOT_MAX_RETRY_ATTEMPTS = 3
     settings.JACKPOT_RETRY_DELAY_MS = 0
-    _stale_reads(monkeypatch, times=3)
+    _losing_attempts(monkeypatch, times=3)
     before = amounts()
     with pytest.raises(services.JackpotContended) as info:
         services.contribute(player=player, bet=10_000, operation_id="op-busy")

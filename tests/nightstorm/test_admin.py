@@ -4,41 +4,45 @@ import pytest
 from django.db import transaction
 from django.forms import modelform_factory
 
-from game.models import Player
 from nightstorm.admin import VersionedAdminForm
 from nightstorm.models import OutboxJob
 from nightstorm.optimistic import update_versioned
-from tests.nightstorm.factories import make_player
+from tests.nightstorm.factories import make_account
+from tests.toolkit_app.models import Account
 
 pytestmark = pytest.mark.django_db
 
-PlayerForm = modelform_factory(
-    Player, form=VersionedAdminForm, fields=["name", "gold", "expected_version"]
+AccountForm = modelform_factory(
+    Account, form=VersionedAdminForm, fields=["name", "gold", "expected_version"]
 )
 
 
 def test_a_save_over_a_newer_version_is_a_form_error_and_changes_nothing():
-    player = make_player(gold=10)
-    opened = PlayerForm(instance=player)
+    account = make_account(gold=10)
+    opened = AccountForm(instance=account)
     assert opened.fields["expected_version"].initial == 1
-    update_versioned(Player, player.pk, 1, gold=99)  # someone else saves first
+    update_versioned(Account, account.pk, 1, gold=99)  # someone else saves first
 
-    form = PlayerForm(data={"name": player.name, "gold": 5, "expected_version": 1}, instance=player)
+    form = AccountForm(
+        data={"name": account.name, "gold": 5, "expected_version": 1}, instance=account
+    )
     with transaction.atomic():
         assert not form.is_valid()
     assert "now version 2" in str(form.errors)
-    player.refresh_from_db()
-    assert (player.gold, player.version) == (99, 2)
+    account.refresh_from_db()
+    assert (account.gold, account.version) == (99, 2)
 
 
 def test_a_save_of_the_current_version_bumps_it():
-    player = make_player(gold=10)
-    form = PlayerForm(data={"name": player.name, "gold": 5, "expected_version": 1}, instance=player)
+    account = make_account(gold=10)
+    form = AccountForm(
+        data={"name": account.name, "gold": 5, "expected_version": 1}, instance=account
+    )
     with transaction.atomic():
         assert form.is_valid(), form.errors
         form.save()
-    player.refresh_from_db()
-    assert (player.gold, player.version) == (5, 2)
+    account.refresh_from_db()
+    assert (account.gold, account.version) == (5, 2)
 
 
 def test_the_outbox_admin_retries_dead_jobs(admin_client):

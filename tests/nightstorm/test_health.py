@@ -68,14 +68,14 @@ def test_pool_locks_not_granted_in_time_degrade(window):
 
 @pytest.mark.django_db
 def test_conflicts_of_real_contributions_are_counted(window, monkeypatch):
-    """A contribution that loses its optimistic write counts a conflict; its retry an ok."""
-    from jackpot import services
+    """A contribution attempt that loses (every stripe of a pool held) counts a conflict; its
+    retry an ok."""
+    from jackpot import contributions, services
     from tests.jackpot.factories import PlayerFactory
 
     services.ensure_default_pools()
     player = PlayerFactory()
-    monkeypatch.setattr(services._contention, "hot_until", 0.0)
-    real = services._contribute_once
+    real = contributions._contribute_once
     lost = []
 
     def lose_first(*args, **kwargs):
@@ -86,7 +86,7 @@ def test_conflicts_of_real_contributions_are_counted(window, monkeypatch):
             raise ConcurrencyConflict()
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(services, "_contribute_once", lose_first)
+    monkeypatch.setattr(contributions, "_contribute_once", lose_first)
     services.contribute(player=player, bet=1000, operation_id="op-conflicted")
     counts = rates.totals(["jackpot.contribute:ok", "jackpot.contribute:conflict"])
     assert counts == {"jackpot.contribute:ok": 1, "jackpot.contribute:conflict": 1}

@@ -70,10 +70,11 @@ def test_a_held_lock_is_refused_within_the_wait(backend):
 
 
 def test_a_lock_expires_after_its_ttl(backend):
-    first = acquire("crashed", ttl=0.3, wait=0, backend=backend)  # never released: a crash
+    first = acquire("crashed", ttl=1, wait=0, backend=backend)  # never released: a crash
     with pytest.raises(LockUnavailable):
         acquire("crashed", ttl=1, wait=0, backend=backend)
-    second = acquire("crashed", ttl=1, wait=2, backend=backend)
+    # Waiting (with a generous bound) is granted once the crashed holder's lease runs out.
+    second = acquire("crashed", ttl=1, wait=30, backend=backend)
     assert second.fence > first.fence
     second.release()
 
@@ -99,8 +100,8 @@ def test_fencing_tokens_increase_across_holders(backend):
 
 def test_a_stale_holder_cannot_write_after_a_newer_one(backend):
     stale = acquire("resource", ttl=0.2, wait=0, backend=backend)
-    time.sleep(0.3)  # the lease expires while its holder is paused
-    fresh = acquire("resource", ttl=5, wait=0, backend=backend)
+    # The lease expires while its holder is paused: the next holder waits for exactly that.
+    fresh = acquire("resource", ttl=5, wait=30, backend=backend)
     check_fence("resource", fresh.fence)
     with pytest.raises(StaleFencingToken):
         check_fence("resource", stale.fence)
@@ -109,14 +110,15 @@ def test_a_stale_holder_cannot_write_after_a_newer_one(backend):
 
 
 def test_extend_keeps_the_lease_and_fails_once_it_is_lost(backend):
-    lease = acquire("long-work", ttl=0.3, wait=0, backend=backend)
+    # Held past its ttl (3 x 0.35 s > 1 s) by extends a third of a ttl apart, which leaves
+    # two thirds of a second of slack for a loaded machine between two of them.
+    lease = acquire("long-work", ttl=1, wait=0, backend=backend)
     for _ in range(3):
-        time.sleep(0.15)
+        time.sleep(0.35)
         lease.extend()
     with pytest.raises(LockUnavailable):
         acquire("long-work", ttl=1, wait=0, backend=backend)
-    time.sleep(0.4)
-    other = acquire("long-work", ttl=5, wait=0, backend=backend)
+    other = acquire("long-work", ttl=5, wait=30, backend=backend)  # once the extends stop
     with pytest.raises(LockLost):
         lease.extend()
     other.release()

@@ -2,6 +2,7 @@
 by `@operation`; replays counted; the multiprocess directory aggregates every process and
 forgets the per-process gauges of dead ones (a SIGKILLed process, a gunicorn worker)."""
 
+import json
 import os
 import signal
 import subprocess
@@ -270,6 +271,9 @@ def test_gunicorn_child_exit_forgets_a_killed_workers_gauges(tmp_path):
     finally:
         os.killpg(web.pid, signal.SIGTERM)
         web.wait(timeout=30)
+    # gunicorn's own lines are JSON too (the production format).
+    boot = [line for line in (tmp_path / "web.log").read_text().splitlines() if "Booting" in line]
+    assert boot and all(json.loads(line)["logger"] == "gunicorn.error" for line in boot)
 
 
 def _port_metrics(port: int) -> dict[str, float]:

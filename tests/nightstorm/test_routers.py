@@ -7,10 +7,10 @@ from django.db import transaction
 from django.http import HttpResponse
 from django.test import RequestFactory
 
-from game.models import Player
 from nightstorm import routers
 from nightstorm.middleware import ReplicaReadsMiddleware
 from nightstorm.settings import redis_cache
+from tests.toolkit_app.models import Account
 
 
 @pytest.fixture
@@ -20,23 +20,23 @@ def with_replica(monkeypatch):
 
 
 def test_reads_stay_on_the_primary_unless_a_read_only_request_allows_the_replica(with_replica):
-    assert with_replica.db_for_read(Player) == "default"
+    assert with_replica.db_for_read(Account) == "default"
     with routers.replica_reads():
-        assert with_replica.db_for_read(Player) == "replica"
-    assert with_replica.db_for_read(Player) == "default"
+        assert with_replica.db_for_read(Account) == "replica"
+    assert with_replica.db_for_read(Account) == "default"
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_read_inside_a_transaction_goes_to_the_primary(with_replica):
     """select_for_update and the reads a service makes before it writes: always the primary."""
     with routers.replica_reads(), transaction.atomic():
-        assert with_replica.db_for_read(Player) == "default"
+        assert with_replica.db_for_read(Account) == "default"
 
 
 def test_after_a_write_the_request_reads_the_primary(with_replica):
     with routers.replica_reads():
-        assert with_replica.db_for_write(Player) == "default"
-        assert with_replica.db_for_read(Player) == "default"
+        assert with_replica.db_for_write(Account) == "default"
+        assert with_replica.db_for_read(Account) == "default"
 
 
 def test_migrations_run_on_the_primary_only(with_replica):
@@ -48,7 +48,7 @@ def test_a_client_that_wrote_reads_the_primary_for_the_window(with_replica, sett
     seen = []
 
     def view(request):
-        seen.append(routers.PrimaryReplicaRouter().db_for_read(Player))
+        seen.append(routers.PrimaryReplicaRouter().db_for_read(Account))
         return HttpResponse()
 
     middleware = ReplicaReadsMiddleware(view)
@@ -70,7 +70,7 @@ def test_without_a_replica_the_middleware_changes_nothing():
     seen = []
 
     def view(request):
-        seen.append(routers.PrimaryReplicaRouter().db_for_read(Player))
+        seen.append(routers.PrimaryReplicaRouter().db_for_read(Account))
         return HttpResponse()
 
     ReplicaReadsMiddleware(view)(RequestFactory().get("/api/v1/zones/"))

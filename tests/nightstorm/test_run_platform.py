@@ -77,7 +77,7 @@ def alive_in_groups(pgids: set[int]) -> list[str]:
 
 
 class RunPlatform:
-    def __init__(self, tmp_path: Path, *, redis_url: str = ""):
+    def __init__(self, tmp_path: Path, *, redis_url: str = "", seed: bool = False, **env_vars):
         self.port = free_port()
         self.gateway_port = free_port()
         self.out = tmp_path / "run_platform.log"
@@ -93,6 +93,8 @@ class RunPlatform:
             "Q_WORKERS": "1",
             "NIGHTSTORM_COMBAT_TICK_SECONDS": "1",
             "NIGHTSTORM_GATEWAY_PORT": str(self.gateway_port),
+            "NIGHTSTORM_ENV_FILE": "",  # the checkout's .env is the developer's, not the test's
+            **env_vars,
         }
         self.proc = subprocess.Popen(
             [
@@ -101,7 +103,7 @@ class RunPlatform:
                 "run_platform",
                 "--addr",
                 f"127.0.0.1:{self.port}",
-                "--no-seed",
+                *([] if seed else ["--no-seed"]),
             ],
             cwd=ROOT,
             env=env,

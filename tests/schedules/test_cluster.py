@@ -13,7 +13,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
-from django_q.models import Schedule
+from django_q.models import OrmQ, Schedule
 
 from game.models import NightstormEvent, Zone
 from game.storms import schedules as ns
@@ -90,7 +90,9 @@ def test_two_clusters_a_sigkill_and_a_restart_keep_one_event_per_zone_and_slot(w
         # The next firing period, while the first one's lost tasks may still be redelivered.
         make_due(codes, timezone.now() - timedelta(seconds=1))
         wait_for(lambda: events.count() == 12, 90, "both firing periods")
-        time.sleep(2)  # let any duplicate delivery land before counting
+        # Any duplicate delivery lands before counting: a task lost with the killed cluster
+        # stays in the broker until it is redelivered (after Q_RETRY) and acknowledged.
+        wait_for(lambda: not OrmQ.objects.exists(), 90, "every queued task to be acknowledged")
     finally:
         stop(first)
         stop(second)
@@ -100,4 +102,6 @@ def test_two_clusters_a_sigkill_and_a_restart_keep_one_event_per_zone_and_slot(w
     assert Schedule.objects.filter(name__startswith=ns.PREFIX).count() == 81
     for code in codes:
         assert Schedule.objects.get(name=ns.schedule_name(code)).next_run > timezone.now()
-    assert not ns.check_schedules().changed
+    # A worker SIGKILLed in the middle of a check (the watchdog task or a worker's start-up
+    # check) leaves the check's lock until its ttl runs out: wait past that, not a guess.
+    assert not ns.check_schedules(wait=ns.LOCK_TTL_SECONDS + 30).changed

@@ -72,7 +72,8 @@ class Command(BaseCommand):
             )
             if verbose:
                 self.stdout.write(
-                    f"tick: {report.advanced} advanced, {report.finished} finished, "
+                    f"tick: {report.advanced} advanced of {report.due} due, "
+                    f"{report.finished} finished, "
                     f"{report.failed} failed, lateness max {report.lateness_max:.3f} s, "
                     f"{report.seconds:.3f} s"
                 )

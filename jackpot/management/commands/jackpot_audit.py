@@ -10,9 +10,10 @@ from jackpot.ledger import audit_pools
 
 class Command(BaseCommand):
     help = (
-        "Check every jackpot pool: amount == sum of its ledger == last balance_after, and each "
-        "ledger row's balance_after == previous balance_after + amount. Prints a table; exits "
-        "with status 1 when anything does not match."
+        "Check every jackpot pool: amount (the sum of its stripes) == sum of its ledger, each "
+        "stripe's last balance_after == its amount, and each ledger row's balance_after == the "
+        "stripe's previous balance_after + amount. Prints a table; exits with status 1 when "
+        "anything does not match."
     )
 
     def handle(self, *args, **options):
@@ -27,7 +28,7 @@ class Command(BaseCommand):
             # One statement reads all pools and ledgers from one snapshot, so it runs once;
             # the progress bar walks the results.
             results = audit_pools()
-            header = ("group", "amount", "ledger_sum", "last_balance", "rows", "chain_breaks", "ok")
+            header = ("group", "amount", "ledger_sum", "stripes_off", "rows", "chain_breaks", "ok")
             rows = []
             for r in tqdm(results, desc="pools", disable=None, file=self.stderr):
                 if stopping:
@@ -37,7 +38,7 @@ class Command(BaseCommand):
                         r.group,
                         r.amount,
                         r.ledger_sum,
-                        r.last_balance,
+                        r.stripes_off,
                         r.ledger_rows,
                         r.chain_breaks,
                         "yes" if r.ok else "NO",

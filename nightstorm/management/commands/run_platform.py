@@ -2,6 +2,11 @@
 foreground: the web server, the task cluster, the combat orchestrator and, when REDIS_URL is
 set, the connection gateway.
 
+With DEBUG on and no local `.env` yet, it first writes one (a generated SECRET_KEY, DEBUG=1), so
+every `manage.py` command run in the checkout afterwards finds the same settings. The cluster's
+heartbeat is written before the children start, so `/health/` is not degraded while the
+cluster's first scheduled beat is still a minute away.
+
 Each child runs in a session of its own, so a Ctrl-C in the terminal reaches this process only:
 it then sends SIGTERM to every child (each stops cleanly on it), waits up to --stop-timeout
 seconds, and kills whatever is left of each child's process group. If any child exits on its
@@ -20,11 +25,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command, get_commands
 from django.core.management.base import BaseCommand, CommandError
+from django.core.management.utils import get_random_secret_key
+
+from nightstorm.tasks import heartbeat
 
 
 def gateway_port_default() -> int:
@@ -36,6 +45,27 @@ def gateway_port_default() -> int:
     if not 0 <= port <= 65535:
         raise CommandError(f"NIGHTSTORM_GATEWAY_PORT must be a TCP port, got {port}")
     return port
+
+
+def write_env_file(path: Path) -> bool:
+    """Write the embedded set-up's `.env` at `path` unless one exists; True if written.
+
+    Created with O_EXCL and mode 0600: two starts at once cannot both write it, and the secret
+    is readable by its owner only.
+    """
+    lines = [
+        "# Written by `make run` (manage.py run_platform) for this checkout only; git-ignored.",
+        "# The environment wins over these values. Delete the file to get a new secret.",
+        "DEBUG=1",
+        f"SECRET_KEY={get_random_secret_key()}",
+    ]
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    return True
 
 
 def describe(code: int | None) -> str:
@@ -72,6 +102,8 @@ class Command(BaseCommand):
         host = addr.rpartition(":")[0] or "127.0.0.1"
         if gateway_port is None:
             gateway_port = gateway_port_default()
+        if settings.DEBUG and settings.ENV_FILE and write_env_file(Path(settings.ENV_FILE)):
+            self.stdout.write(f"wrote {settings.ENV_FILE} (DEBUG on, a generated SECRET_KEY)")
         call_command("migrate", interactive=False, verbosity=0)
         self.stdout.write("database migrated")
         commands = get_commands()
@@ -80,6 +112,7 @@ class Command(BaseCommand):
         if "ensure_schedules" in commands:
             call_command("ensure_schedules", stdout=self.stdout)
         login = self._ensure_admin()
+        heartbeat()  # the cluster's own first beat is up to a minute away
 
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         wanted = {
