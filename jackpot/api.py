@@ -20,6 +20,7 @@ from rest_framework.views import APIView
 
 from game.models import Player
 from jackpot import services
+from jackpot.inputs import MAX_STORABLE
 from jackpot.models import BP_SCALE, GROUPS, JackpotPool, LedgerEntry, LedgerKind
 from nightstorm.api.conditional import etag_for, expected_version
 from nightstorm.api.pagination import IdCursorPagination
@@ -81,7 +82,7 @@ class LedgerEntrySerializer(serializers.ModelSerializer):
 
 
 GROUP = OpenApiParameter("group", str, OpenApiParameter.PATH, enum=list(GROUPS))
-_MINOR_UNITS = {"type": "integer", "minimum": 0, "maximum": services.MAX_STORABLE}
+_MINOR_UNITS = {"type": "integer", "minimum": 0, "maximum": MAX_STORABLE}
 POOL_CONFIG_PATCH = {
     "type": "object",
     "additionalProperties": False,
@@ -120,7 +121,7 @@ def _config_changes(request) -> dict:
             raise InvalidInput(
                 f"{name} must be an integer number of minor units.", code=f"{name}_not_integer"
             )
-        if abs(value) > services.MAX_STORABLE:
+        if abs(value) > MAX_STORABLE:
             raise InvalidInput(f"{name} is out of range.", code=f"{name}_out_of_range")
         if name == "contribution_rate_bp" and not 0 <= value <= BP_SCALE:
             raise InvalidInput("contribution_rate_bp must be 0-10000.", code="rate_out_of_range")
