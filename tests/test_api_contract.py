@@ -5,7 +5,7 @@ from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 from rest_framework.throttling import SimpleRateThrottle
 
-from tests.nightstorm.factories import make_player
+from tests.jackpot.factories import PlayerFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -119,8 +119,8 @@ def test_anonymous_callers_are_throttled_by_default(api_client, monkeypatch):
 def test_accounts_are_throttled_per_user(monkeypatch):
     monkeypatch.setitem(SimpleRateThrottle.THROTTLE_RATES, "user", "2/min")
     first, second = APIClient(), APIClient()
-    first.force_authenticate(make_player().user)
-    second.force_authenticate(make_player().user)
+    first.force_authenticate(PlayerFactory().user)
+    second.force_authenticate(PlayerFactory().user)
     _throttled([first.get("/api/v1/players/me/") for _ in range(3)])
     assert second.get("/api/v1/players/me/").status_code == 200  # its own count
 
