@@ -82,7 +82,9 @@ def _fuzz(platform: Platform, caller: str, authorization: str | None, reports: P
     if authorization:
         argv += ["--header", f"Authorization: {authorization}"]
     started = time.monotonic()
-    run = subprocess.run(argv, capture_output=True, text=True, timeout=CALLER_TIMEOUT)
+    run = subprocess.run(  # in the reports folder: schemathesis keeps a cache where it runs
+        argv, capture_output=True, text=True, timeout=CALLER_TIMEOUT, cwd=reports
+    )
     output = run.stdout + run.stderr
     (reports / f"{caller}.txt").write_text(output)
     cases = re.search(r"(\d+) generated", output)
