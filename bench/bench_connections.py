@@ -297,6 +297,21 @@ def run() -> list[Row]:
                 note="SharedConnections.register: allocates in Redis, answers what it stored",
             ),
         ]
+        # Web workers register from many request threads at once: concurrent calls share a
+        # round trip (each still in Redis before it returns). Raw: each thread its own pipeline.
+        web_threads = _threads_rate(lambda i: web_register())
+        raw_threads = _threads_rate(lambda i: raw_register())
+        rows.append(
+            Row(
+                f"connections: web registrations/s, {THREADS} threads (calls share round trips)",
+                "ops/s",
+                web_threads,
+                raw_threads,
+                goal=10_000,
+                goal_is_absolute=True,
+                note="SharedConnections.register group commit; raw = MULTI HSET+SADD per call",
+            )
+        )
         service.close()
         client.flushdb()
 

@@ -7,7 +7,7 @@ state.
 """
 
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 VICTORY, DEFEAT, TIMEOUT = "victory", "defeat", "timeout"
 
@@ -42,7 +42,10 @@ def resolve_turn(
     max_turns: int,
 ) -> TurnResult:
     """Resolve turn number `turn` (1-based): every living fighter strikes, then the boss strikes
-    one living fighter. Returns the new state and the outcome if the fight is over."""
+    one living fighter. Returns the new state and the outcome if the fight is over.
+
+    Runs for every combat on every tick: new Fighter values are built directly (not with
+    `dataclasses.replace`, several times slower)."""
     rng = rng_for(combat_id, turn)
     ordered = sorted(fighters, key=lambda f: f.key)
     after: list[Fighter] = []
@@ -50,14 +53,17 @@ def resolve_turn(
         if f.hp > 0 and boss_hp > 0:
             hit = min(boss_hp, rng.randint(8, 16) + 2 * f.level)
             boss_hp -= hit
-            f = replace(f, damage_dealt=f.damage_dealt + hit)
+            f = Fighter(f.key, f.hp, f.level, f.damage_dealt + hit)
         after.append(f)
     if boss_hp > 0:
         living = [i for i, f in enumerate(after) if f.hp > 0]
         if living:
             target = living[rng.randrange(len(living))]
             strike = rng.randint(boss_attack, boss_attack * 2)
-            after[target] = replace(after[target], hp=max(0, after[target].hp - strike))
+            struck = after[target]
+            after[target] = Fighter(
+                struck.key, max(0, struck.hp - strike), struck.level, struck.damage_dealt
+            )
     outcome = ""
     if boss_hp <= 0:
         outcome = VICTORY

@@ -27,8 +27,11 @@ row (turn number, when it was due, when it ran, the boss's hp after) in the same
 one INSERT per batch; unique (combat, turn) makes a turn applied twice impossible to commit.
 How late a turn ran (ran_at - due_at, clipped at 0) goes to `nightstorm_tick_lateness_seconds`.
 
-Reads are batched (the participants of all claimed combats in one query) and writes are bulk
-statements; the fight itself is the pure function `game.fight.resolve_turn`.
+On PostgreSQL a batch is two statements of plain SQL between BEGIN and COMMIT: one claims the
+combats and reads everything their turns need, one writes the turn log, the seats and the
+combats; the ORM's compile and model instances cost several times the database's work here.
+Other databases run the same reads and writes through the ORM. The fight itself is the pure
+function `game.fight.resolve_turn`.
 """
 
 import logging
@@ -43,12 +46,14 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import close_old_connections, connection, connections, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from game import fight, metrics
-from game.models import Combat, CombatTurn, Registration
+from game.models import Combat, CombatTurn, Player, Registration, Zone
 from game.storms.events import _end_locked, settle_events, start_due_events
 from game.storms.health import HEARTBEAT_PREFIX, prune_stale_orchestrators
+from nightstorm import sql
 from nightstorm.models import Heartbeat
 
 log = logging.getLogger(__name__)
@@ -96,61 +101,160 @@ class Seat:
     path)."""
 
     id: int
-    combat_id: object
-    player_id: object
     hp: int
     damage_dealt: int
     level: int
 
 
-def _claim(ids: list, now: datetime) -> list[Combat]:
-    """Lock those of `ids` that are still running and due at `now`, skipping any combat another
-    orchestrator holds; the due re-check under the lock sees a turn another orchestrator
-    committed since the combats were listed."""
-    return list(
-        Combat.objects.filter(pk__in=ids, status=Combat.Status.RUNNING, next_turn_at__lte=now)
-        .select_for_update(skip_locked=True, of=("self",))
-        .select_related("zone")
+@dataclass(slots=True)
+class Due:
+    """A claimed combat: the state its next turn needs, read as plain values."""
+
+    id: object
+    event_id: object
+    turn: int
+    boss_hp: int
+    next_turn_at: datetime
+    boss_attack: int
+    seats: list = field(default_factory=list)
+
+
+_COMBAT = Combat._meta.db_table
+_SEAT = Registration._meta.db_table
+_TURN = CombatTurn._meta.db_table
+_PLAYER = Player._meta.db_table
+_ZONE = Zone._meta.db_table
+
+# The claim and every read a turn needs in one round trip (PostgreSQL), one row per combat with
+# its seats as arrays (a row per seat would repeat and re-parse the combat's columns; NULL when
+# it has none). The
+# locking CTE is MATERIALIZED so that it runs once, on its own: the due re-check and SKIP LOCKED
+# apply to the combat rows only, and the seats are read after the lock is held. Array
+# parameters go in binary (%b): dumping them as text escapes every element.
+_CLAIM_SQL = f"""
+WITH claimed AS MATERIALIZED (
+    SELECT id, event_id, zone_id, turn, boss_hp, next_turn_at
+      FROM {_COMBAT}
+     WHERE id = ANY(%b::uuid[]) AND status = %s AND next_turn_at <= %s AND deleted_at IS NULL
+     ORDER BY id
+       FOR UPDATE SKIP LOCKED
+)
+SELECT c.id, c.event_id, c.turn, c.boss_hp, c.next_turn_at, z.boss_attack,
+       array_agg(r.id ORDER BY r.id) FILTER (WHERE r.id IS NOT NULL),
+       array_agg(r.hp ORDER BY r.id) FILTER (WHERE r.id IS NOT NULL),
+       array_agg(r.damage_dealt ORDER BY r.id) FILTER (WHERE r.id IS NOT NULL),
+       array_agg(p.level ORDER BY r.id) FILTER (WHERE r.id IS NOT NULL)
+  FROM claimed c
+  JOIN {_ZONE} z ON z.id = c.zone_id
+  LEFT JOIN ({_SEAT} r JOIN {_PLAYER} p ON p.id = r.player_id) ON r.combat_id = c.id
+ GROUP BY c.id, c.event_id, c.turn, c.boss_hp, c.next_turn_at, z.boss_attack
+ ORDER BY c.id
+"""
+
+# Every write of a batch in one statement (PostgreSQL): the turn log, the seats that changed,
+# the combats. Data-modifying CTEs all run, in one snapshot; a turn already logged fails the
+# whole statement on the unique (combat, turn) index, so nothing of the batch commits.
+_WRITE_SQL = f"""
+WITH turns AS (
+    SELECT * FROM unnest(%b::uuid[], %b::integer[], %b::integer[], %b::timestamptz[])
+        AS t(combat_id, turn, boss_hp, due_at)
+), logged AS (
+    INSERT INTO {_TURN} (combat_id, turn, due_at, ran_at, boss_hp)
+    SELECT combat_id, turn, due_at, %s, boss_hp FROM turns
+), seats AS (
+    UPDATE {_SEAT} AS r SET hp = s.hp, damage_dealt = s.damage_dealt
+      FROM unnest(%b::bigint[], %b::integer[], %b::integer[]) AS s(id, hp, damage_dealt)
+     WHERE r.id = s.id
+)
+UPDATE {_COMBAT} AS c
+   SET turn = t.turn, boss_hp = t.boss_hp, version = c.version + 1,
+       next_turn_at = %s, updated_at = %s
+  FROM turns t
+ WHERE c.id = t.combat_id
+"""
+
+
+def _due(rows) -> list[Due]:
+    """Rows of (combat columns…, seat ids, hps, damages, levels) -> Due values."""
+    return [
+        Due(cid, event_id, turn, boss_hp, next_turn_at, attack, list(map(Seat, *seat_columns)))
+        if seat_columns[0]
+        else Due(cid, event_id, turn, boss_hp, next_turn_at, attack)
+        for cid, event_id, turn, boss_hp, next_turn_at, attack, *seat_columns in rows
+    ]
+
+
+def read_due(combats) -> list[Due]:
+    """The state of the combats of the queryset `combats` (portable ORM reads, two queries)."""
+    head = list(
+        combats.order_by("pk").values_list(
+            "pk", "event_id", "turn", "boss_hp", "next_turn_at", "zone__boss_attack"
+        )
+    )
+    seats: dict = {row[0]: [] for row in head}
+    for combat_id, *seat in (
+        Registration.objects.filter(combat_id__in=list(seats))
         .order_by("pk")
+        .values_list("combat_id", "id", "hp", "damage_dealt", "player__level")
+    ):
+        seats[combat_id].append(seat)
+    return _due((*h, *zip(*seats[h[0]], strict=True)) if seats[h[0]] else (*h, None) for h in head)
+
+
+def _claim(ids: list, now: datetime) -> list[Due]:
+    """Lock those of `ids` that are still running and due at `now`, skipping any combat another
+    orchestrator holds, and read their seats; the due re-check under the lock sees a turn
+    another orchestrator committed since the combats were listed."""
+    if connection.vendor == "postgresql":
+        params = [ids, Combat.Status.RUNNING.value, now]
+        return _due(sql.run(connection.alias, _CLAIM_SQL, params))
+    return read_due(
+        Combat.objects.filter(
+            pk__in=ids, status=Combat.Status.RUNNING, next_turn_at__lte=now
+        ).select_for_update(skip_locked=True, of=("self",))
     )
 
 
-def _write_turns(
-    seats: list[Seat], combats: list[Combat], log_rows: list[CombatTurn], now: datetime
-) -> None:
-    """Write the new seat and combat states and the turn log: on PostgreSQL one UPDATE … FROM
-    unnest(…) per table (Django's bulk_update builds a CASE expression per row and costs far
-    more CPU than the database work); elsewhere bulk_update. The log is one INSERT."""
-    CombatTurn.objects.bulk_create(log_rows)
-    if connection.vendor != "postgresql":
-        if seats:
-            objs = [Registration(id=s.id, hp=s.hp, damage_dealt=s.damage_dealt) for s in seats]
-            Registration.objects.bulk_update(objs, ["hp", "damage_dealt"])
-        Combat.objects.bulk_update(
-            combats, ["turn", "boss_hp", "next_turn_at", "version", "updated_at"]
+def _write_turns(dues: list[Due], results: list, seats: list[Seat], now, next_due) -> None:
+    """Write the turn log, the changed seats and the new combat states (one statement on
+    PostgreSQL; bulk ORM writes elsewhere). `results` are the turns' results, in `dues`'
+    order."""
+    if connection.vendor == "postgresql":
+        sql.run(
+            connection.alias,
+            _WRITE_SQL,
+            [
+                [d.id for d in dues],
+                [r.turn for r in results],
+                [r.boss_hp for r in results],
+                [d.next_turn_at for d in dues],
+                now,
+                [s.id for s in seats],
+                [s.hp for s in seats],
+                [s.damage_dealt for s in seats],
+                next_due,
+                now,
+            ],
         )
         return
-    with connection.cursor() as cursor:
-        if seats:
-            cursor.execute(
-                f"UPDATE {Registration._meta.db_table} AS r SET hp = v.hp, "
-                "damage_dealt = v.damage FROM unnest(%s::bigint[], %s::integer[], "
-                "%s::integer[]) AS v(id, hp, damage) WHERE r.id = v.id",
-                [[s.id for s in seats], [s.hp for s in seats], [s.damage_dealt for s in seats]],
-            )
-        cursor.execute(
-            f"UPDATE {Combat._meta.db_table} AS c SET turn = v.turn, boss_hp = v.boss_hp, "
-            "version = v.version, next_turn_at = %s, updated_at = %s "
-            "FROM unnest(%s::uuid[], %s::integer[], %s::integer[], %s::integer[]) "
-            "AS v(id, turn, boss_hp, version) WHERE c.id = v.id",
-            [
-                combats[0].next_turn_at,
-                now,
-                [c.pk for c in combats],
-                [c.turn for c in combats],
-                [c.boss_hp for c in combats],
-                [c.version for c in combats],
-            ],
+    CombatTurn.objects.bulk_create(
+        CombatTurn(
+            combat_id=d.id, turn=r.turn, due_at=d.next_turn_at, ran_at=now, boss_hp=r.boss_hp
+        )
+        for d, r in zip(dues, results, strict=True)
+    )
+    if seats:
+        Registration.objects.bulk_update(
+            [Registration(id=s.id, hp=s.hp, damage_dealt=s.damage_dealt) for s in seats],
+            ["hp", "damage_dealt"],
+        )
+    for d, r in zip(dues, results, strict=True):
+        Combat.all_objects.filter(pk=d.id).update(
+            turn=r.turn,
+            boss_hp=r.boss_hp,
+            version=F("version") + 1,
+            next_turn_at=next_due,
+            updated_at=now,
         )
 
 
@@ -159,77 +263,55 @@ def _advance_batch(ids: list, clock: Callable[[], datetime]) -> TickReport:
 
     `clock()` is read once, inside the transaction: the turns run at that time, are due when
     `next_turn_at <= ran_at`, and the next ones are due at the end of ran_at's tick period.
+    On PostgreSQL a batch is two statements (claim and read; write) between BEGIN and COMMIT.
     """
     report = TickReport()
     started = time.perf_counter()
-    lateness = []
     with transaction.atomic():
         ran_at = clock()
         next_due = period_end(ran_at)
-        combats = _claim(ids, ran_at)
-        report.skipped = len(ids) - len(combats)
-        if not combats:
+        dues = _claim(ids, ran_at)
+        report.skipped = len(ids) - len(dues)
+        if not dues:
             return report
-        seats: dict = {c.pk: [] for c in combats}
-        rows = Registration.objects.filter(combat_id__in=list(seats)).values_list(
-            "id", "combat_id", "player_id", "hp", "damage_dealt", "player__level"
-        )
-        for row in rows:
-            seats[row[1]].append(Seat(*row))
-        changed_seats, outcomes, log_rows = [], {}, []
+        results, changed = [], []
         max_turns = settings.NIGHTSTORM_COMBAT_MAX_TURNS
-        for combat in combats:
-            mine = seats[combat.pk]
-            by_id = {s.id: s for s in mine}
+        for due in dues:
             result = fight.resolve_turn(
-                combat_id=combat.pk,
-                turn=combat.turn + 1,
-                boss_hp=combat.boss_hp,
-                boss_attack=combat.zone.boss_attack,
+                combat_id=due.id,
+                turn=due.turn + 1,
+                boss_hp=due.boss_hp,
+                boss_attack=due.boss_attack,
                 fighters=[
                     fight.Fighter(key=s.id, hp=s.hp, level=s.level, damage_dealt=s.damage_dealt)
-                    for s in mine
+                    for s in due.seats
                 ],
                 max_turns=max_turns,
             )
+            by_id = {s.id: s for s in due.seats}
             for f in result.fighters:
                 seat = by_id[f.key]
-                if (seat.hp, seat.damage_dealt) != (f.hp, f.damage_dealt):
+                if seat.hp != f.hp or seat.damage_dealt != f.damage_dealt:
                     seat.hp, seat.damage_dealt = f.hp, f.damage_dealt
-                    changed_seats.append(seat)
-            due_at = combat.next_turn_at
-            lateness.append(max(0.0, (ran_at - due_at).total_seconds()))
-            log_rows.append(
-                CombatTurn(
-                    combat_id=combat.pk,
-                    turn=result.turn,
-                    due_at=due_at,
-                    ran_at=ran_at,
-                    boss_hp=result.boss_hp,
-                )
-            )
-            combat.turn = result.turn
-            combat.boss_hp = result.boss_hp
-            combat.next_turn_at = next_due
-            combat.version += 1
-            combat.updated_at = ran_at
-            outcomes[combat.pk] = result.outcome
-        _write_turns(changed_seats, combats, log_rows, ran_at)
-        for combat in combats:
-            if outcomes[combat.pk]:
-                # The finish, the freed seats and the rewards commit with the last turn.
+                    changed.append(seat)
+            results.append(result)
+        _write_turns(dues, results, changed, ran_at, next_due)
+        for due, result in zip(dues, results, strict=True):
+            if result.outcome:
+                # The finish, the freed seats and the rewards commit with the last turn (the
+                # rows are ours: the combat locked by the claim, its seats just written).
                 _end_locked(
-                    combat,
+                    Combat.all_objects.get(pk=due.id),
                     Combat.Status.FINISHED,
                     ran_at,
-                    outcome=outcomes[combat.pk],
-                    registrations=seats[combat.pk],
+                    outcome=result.outcome,
                 )
                 report.finished += 1
-                report.ended_events.add(combat.event_id)
-        report.advanced = len(combats)
+                report.ended_events.add(due.event_id)
+        report.advanced = len(dues)
     # Committed: only turns that happened are measured.
     elapsed = time.perf_counter() - started
+    lateness = [max(0.0, (ran_at - due.next_turn_at).total_seconds()) for due in dues]
     for late in lateness:
         metrics.TURN_SECONDS.observe(elapsed / report.advanced)
         metrics.TICK_LATENESS.observe(late)

@@ -23,11 +23,7 @@ from tests.helpers import race
 def naive_claim(ids, now):
     """The turn claim without its guard: no row lock (so no SKIP LOCKED) and no re-check that
     the combat is still due. Only the tests use it, to show what the guard prevents."""
-    return list(
-        Combat.objects.filter(pk__in=ids, status=Combat.Status.RUNNING)
-        .select_related("zone")
-        .order_by("pk")
-    )
+    return orchestrator.read_due(Combat.objects.filter(pk__in=ids, status=Combat.Status.RUNNING))
 
 
 def test_a_replayed_turn_gives_the_same_result():
@@ -311,3 +307,17 @@ def test_open_nightstorm_tolerates_the_race():
     assert len({o.pk for o in outcomes}) == 1
     assert NightstormEvent.objects.count() == 1
     assert Combat.objects.count() == 3
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("batch_size", [1, 25])
+def test_a_batch_is_two_statements_whatever_its_size(batch_size, django_assert_num_queries):
+    """Pinned: the listing, then per batch BEGIN, the claim with every read, one write,
+    COMMIT."""
+    make_running_combats(batch_size, seats=3)
+    with django_assert_num_queries(5):
+        report = process_active_combats(
+            now=period_end(timezone.now()), parallelism=1, batch_size=batch_size
+        )
+    assert report.advanced == batch_size

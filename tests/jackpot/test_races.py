@@ -392,13 +392,18 @@ def test_control_naive_wins_racing_bets_break_the_audit(pools, players):
     assert not all(a.ok for a in audit_pools()) or not all(audits)
 
 
-def _contribute_in_process(plan, naive, queue):
-    """A forked process: contribute every (operation id, player, bet) of `plan`."""
+def _contribute_in_process(plan, naive, queue, barrier=None):
+    """A forked process: contribute every (operation id, player, bet) of `plan`. The naive run
+    meets the other processes at `barrier` between its check and its act, so the interleaving
+    the race needs happens on every key however the machine schedules the processes."""
     try:
         done = []
         for op, player_id, bet in plan:
             if naive:
-                done.append((op, naive_once(player=player_id, bet=bet, operation_id=op)))
+                applied = naive_once(
+                    player=player_id, bet=bet, operation_id=op, between=barrier.wait
+                )
+                done.append((op, applied))
             else:
                 result = services.contribute(player=player_id, bet=bet, operation_id=op)
                 done.append((op, not result.replayed))
@@ -409,30 +414,34 @@ def _contribute_in_process(plan, naive, queue):
         connections.close_all()
 
 
-def naive_once(*, player, bet: int, operation_id: str) -> bool:
+def naive_once(*, player, bet: int, operation_id: str, between=lambda: None) -> bool:
     """Once-only as a check then an act, with nothing unique behind it: look for the operation,
     and if it is not there, apply the bet (under a fresh internal id). Two processes that both
     look before either commits both apply."""
-    if Contribution.objects.filter(operation_id__startswith=f"{operation_id}#").exists():
+    seen = Contribution.objects.filter(operation_id__startswith=f"{operation_id}#").exists()
+    between()  # every process has looked before any acts
+    if seen:
         return False
-    time.sleep(0.002)
     services.contribute(player=player, bet=bet, operation_id=f"{operation_id}#{uuid.uuid4().hex}")
     return True
 
 
 def _race_keys_across_processes(players, naive: bool) -> list:
-    """4 forked processes submit the same 60 operations (each in its own order)."""
+    """4 forked processes submit the same 60 operations: each in its own order, or, naive, all
+    in one order meeting between check and act."""
     rng = random.Random(11)
     player_ids = [p.pk for p in players]
     ops = [(f"key-{i}", rng.choice(player_ids), rng.randint(1, 400_000)) for i in range(60)]
     connections.close_all()  # never share a connection with the forked children
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
+    barrier = ctx.Barrier(4, timeout=60) if naive else None
     procs = []
     for n in range(4):
         plan = list(ops)
-        random.Random(n).shuffle(plan)
-        procs.append(ctx.Process(target=_contribute_in_process, args=(plan, naive, queue)))
+        if not naive:
+            random.Random(n).shuffle(plan)
+        procs.append(ctx.Process(target=_contribute_in_process, args=(plan, naive, queue, barrier)))
     for proc in procs:
         proc.start()
     reports = [queue.get(timeout=120) for _ in procs]
@@ -459,5 +468,5 @@ def test_control_check_then_act_applies_a_key_more_than_once_across_processes(po
     """CONTROL: the same processes with once-only as a check before the act: keys apply twice."""
     ops, done = _race_keys_across_processes(players, naive=True)
     applied = Counter(op for op, fresh in done if fresh)
-    assert Contribution.objects.count() > len(ops), applied
-    assert max(applied.values()) > 1
+    assert Contribution.objects.count() == 4 * len(ops), applied
+    assert set(applied.values()) == {4}
