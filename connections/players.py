@@ -8,10 +8,10 @@ import uuid
 
 from django.db import connections
 
-from nightstorm.errors import InvalidInput
+from nightstorm.errors import NotFound
 
 
-class UnknownPlayer(InvalidInput):
+class UnknownPlayer(NotFound):
     code = "unknown_player"
     detail = "No player has this id or name."
 

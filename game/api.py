@@ -6,7 +6,8 @@ handler as `{"code", "detail"}`.
 
 import uuid
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.generics import ListAPIView
 from rest_framework.permissions import AllowAny, IsAuthenticated
@@ -18,19 +19,39 @@ from game import players, registration, selectors, travel
 from game.auth import PLAYER_AUTHENTICATION, player_of
 from game.errors import CombatNotFound
 from game.models import Player
+from game.world import zone_specs
+from nightstorm.api import fields
 from nightstorm.api.conditional import etag_for
+from nightstorm.api.schema import ETAG, IDEMPOTENT, NO_NUL, errors
 from nightstorm.idempotency import idempotent
 
 # --- serializers ----------------------------------------------------------------------------
 
 
+# At least 8 characters: Django's length validator, whose refusal is 400 `weak_password`.
+@extend_schema_field({"type": "string", "minLength": 8, "maxLength": 128, "pattern": NO_NUL})
+class PasswordField(fields.CharField):
+    pass
+
+
 class RegisterInput(serializers.Serializer):
-    username = serializers.RegexField(r"^[\w.@+-]+\Z", max_length=150)
-    password = serializers.CharField(max_length=128, trim_whitespace=False)
+    username = fields.RegexField(r"^[\w.@+-]+\Z", min_length=1, max_length=150)
+    password = PasswordField(
+        max_length=128,
+        trim_whitespace=False,
+        help_text="At least 8 characters, not all digits, not a common password, not like "
+        "the username (400 `weak_password` otherwise).",
+    )
+
+
+# The seeded world's codes; a zone the database lacks is still 400 `unknown_zone`.
+@extend_schema_field({"type": "string", "enum": [z.code for z in zone_specs()]})
+class ZoneCodeField(fields.CharField):
+    pass
 
 
 class TravelInput(serializers.Serializer):
-    zone = serializers.CharField(max_length=8)
+    zone = ZoneCodeField(max_length=8, help_text="A zone code from `GET /zones/`.")
 
 
 class JourneyOut(serializers.Serializer):
@@ -109,6 +130,8 @@ def _combat_id(raw: str) -> uuid.UUID:
         raise CombatNotFound() from None
 
 
+COMBAT_ID = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH)
+
 # --- views ----------------------------------------------------------------------------------
 
 
@@ -120,7 +143,10 @@ class RegisterView(APIView):
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "register"
 
-    @extend_schema(request=RegisterInput, responses={201: RegisterOut})
+    @extend_schema(
+        request=RegisterInput,
+        responses={201: RegisterOut, **errors(409, s409="`username_taken`.")},
+    )
     def post(self, request):
         data = RegisterInput(data=request.data)
         data.is_valid(raise_exception=True)
@@ -136,7 +162,10 @@ class PlayerMeView(APIView):
     authentication_classes = PLAYER_AUTHENTICATION
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(responses=PlayerOut)
+    @extend_schema(
+        responses={200: PlayerOut, **errors(404, s404="`no_player`: this account has no player.")},
+        parameters=[ETAG],
+    )
     def get(self, request):
         player = player_of(request)
         # The token's query said whether a journey is in flight: most players pay no more.
@@ -150,7 +179,21 @@ class TravelView(APIView):
     authentication_classes = PLAYER_AUTHENTICATION
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(request=TravelInput, responses={202: JourneyOut})
+    @extend_schema(
+        request=TravelInput,
+        responses={
+            202: JourneyOut,
+            **errors(
+                404,
+                422,
+                409,
+                s404="`no_player`: this account has no player.",
+                s409="`already_there`, `already_traveling`, `in_combat`, or "
+                "`idempotency_in_progress` (with `Retry-After`).",
+            ),
+        },
+        parameters=IDEMPOTENT,
+    )
     @idempotent
     def post(self, request):
         data = TravelInput(data=request.data)
@@ -192,7 +235,10 @@ class CombatDetailView(APIView):
 
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(responses=CombatOut)
+    @extend_schema(
+        responses={200: CombatOut, **errors(404, s404="`combat_not_found`.")},
+        parameters=[COMBAT_ID, ETAG],
+    )
     def get(self, request, pk):
         combat = (
             selectors.combats_with_counts().select_related("zone").filter(pk=_combat_id(pk)).first()
@@ -208,7 +254,21 @@ class CombatRegistrationView(APIView):
     authentication_classes = PLAYER_AUTHENTICATION
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(request=None, responses={201: RegistrationOut})
+    @extend_schema(
+        request=None,
+        responses={
+            201: RegistrationOut,
+            **errors(
+                404,
+                422,
+                409,
+                s404="`combat_not_found`, or `no_player`: this account has no player.",
+                s409="`combat_full`, `already_registered`, `registration_closed`, "
+                "`in_other_combat`, or `idempotency_in_progress` (with `Retry-After`).",
+            ),
+        },
+        parameters=[COMBAT_ID, *IDEMPOTENT],
+    )
     @idempotent
     def post(self, request, pk):
         combat_id = _combat_id(pk)

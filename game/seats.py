@@ -4,7 +4,8 @@ Same lock order as `game.registration.register` (the player's row, then the comb
 removal and a registration of the same player and combat queue instead of deadlocking. The
 seat counter is given back by PostgreSQL's `give_back_seat` trigger, elsewhere by the update
 here; the combat's version moves like it does for a registration (its representation,
-participant_count, changed). A running fight keeps its seats: its turns and rewards are computed from them.
+participant_count, changed). A running fight keeps its seats: its turns and rewards are
+computed from them.
 """
 
 from django.db import connection, transaction

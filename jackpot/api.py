@@ -9,8 +9,9 @@ operation. A pool's ETag and If-Match name its configuration version (`config_ve
 import hashlib
 import uuid
 
+from django.conf import settings
 from django.db.models import Case, IntegerField, Value, When
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.generics import ListAPIView
 from rest_framework.permissions import AllowAny, IsAuthenticated
@@ -20,9 +21,12 @@ from rest_framework.views import APIView
 from game.auth import PLAYER_AUTHENTICATION, player_of
 from game.errors import NoPlayer
 from jackpot import services
-from jackpot.models import GROUPS, JackpotPool, LedgerEntry, LedgerKind
+from jackpot.inputs import MAX_STORABLE
+from jackpot.models import BP_SCALE, GROUPS, JackpotPool, LedgerEntry, LedgerKind
 from nightstorm.api.conditional import etag_for, expected_version
+from nightstorm.api.pagination import IdCursorPagination
 from nightstorm.api.permissions import IsStaff, service_token_or_staff
+from nightstorm.api.schema import ETAG, IDEMPOTENT_REQUIRED, IF_MATCH, errors
 from nightstorm.errors import DomainError, InvalidInput
 from nightstorm.idempotency import HEADER as IDEMPOTENCY_HEADER
 from nightstorm.idempotency import idempotent
@@ -76,6 +80,57 @@ class LedgerEntrySerializer(serializers.ModelSerializer):
             "note",
             "created_at",
         ]
+
+
+GROUP = OpenApiParameter("group", str, OpenApiParameter.PATH, enum=list(GROUPS))
+_MINOR_UNITS = {"type": "integer", "minimum": 0, "maximum": MAX_STORABLE}
+POOL_CONFIG_PATCH = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "seed_amount": _MINOR_UNITS,
+        "contribution_rate_bp": {"type": "integer", "minimum": 0, "maximum": BP_SCALE},
+        "max_amount": {**_MINOR_UNITS, "nullable": True},
+    },
+    "description": "Any of the three; `max_amount` ≥ `seed_amount`, and the rates of all "
+    "pools add up to at most 10000 bp (400 `max_below_seed`, `rates_exceed_bet`).",
+}
+
+
+def _whole_number(value):
+    """A JSON number with an integral value as an int (`538.0` is the number 538 in JSON and in
+    JSON Schema); anything else unchanged, for the service to refuse. Floats past 2**53 are not
+    exact, so they stay floats (and are refused)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+        return int(value)
+    return value
+
+
+def _config_changes(request) -> dict:
+    """The PATCH body after the checks that need no stored state (a field, its type, its range:
+    the same codes as `services.validate_config`), so a malformed edit is a 400 whatever its
+    If-Match; the service checks the rest (cap over seed, rates of all pools) under its lock."""
+    changes = {name: _whole_number(value) for name, value in _body(request).items()}
+    for name, value in changes.items():
+        if name not in services.CONFIG_FIELDS:
+            raise InvalidInput(
+                f"Only {', '.join(services.CONFIG_FIELDS)} can be changed.", code="unknown_field"
+            )
+        if name == "max_amount" and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidInput(
+                f"{name} must be an integer number of minor units.", code=f"{name}_not_integer"
+            )
+        if abs(value) > MAX_STORABLE:
+            raise InvalidInput(f"{name} is out of range.", code=f"{name}_out_of_range")
+        if name == "contribution_rate_bp" and not 0 <= value <= BP_SCALE:
+            raise InvalidInput("contribution_rate_bp must be 0-10000.", code="rate_out_of_range")
+        if name == "seed_amount" and value < 0:
+            raise InvalidInput("seed_amount cannot be negative.", code="seed_negative")
+        if name == "max_amount" and value < 0:
+            raise InvalidInput("max_amount cannot be below seed_amount.", code="max_below_seed")
+    return changes
 
 
 def _body(request) -> dict:
@@ -133,28 +188,26 @@ class PoolDetailView(APIView):
     def get_permissions(self):
         return [AllowAny()] if self.request.method == "GET" else [IsStaff()]
 
-    @extend_schema(responses=PoolSerializer)
+    @extend_schema(
+        parameters=[GROUP, ETAG],
+        responses={200: PoolSerializer, **errors(404, s404="`unknown_group`.")},
+    )
     def get(self, request, group):
         pool = services.get_pool(group)
         return Response(PoolSerializer(pool).data, headers=_pool_headers(pool))
 
     @extend_schema(
-        request=inline_serializer(
-            "PoolConfigPatch",
-            {
-                "seed_amount": serializers.IntegerField(required=False),
-                "contribution_rate_bp": serializers.IntegerField(required=False),
-                "max_amount": serializers.IntegerField(required=False, allow_null=True),
-            },
-        ),
-        responses=PoolSerializer,
+        parameters=[GROUP, IF_MATCH, ETAG],
+        request={"application/json": POOL_CONFIG_PATCH},
+        responses={200: PoolSerializer, **errors(404, 412, 428, s404="`unknown_group`.")},
     )
     def patch(self, request, group):
         services.get_pool(group)
+        changes = _config_changes(request)
         version = expected_version(request)
         pool = services.update_config(
             group=group,
-            changes=dict(_body(request)),
+            changes=changes,
             expected_version=version,
             actor=f"config:{request.user.get_username()}",
         )
@@ -172,12 +225,31 @@ class ContributionView(APIView):
     permission_classes = [IsAuthenticated]
 
     @extend_schema(
-        request=inline_serializer("ContributionIn", {"bet": serializers.IntegerField()}),
-        responses={201: ContributionOutSerializer},
+        parameters=IDEMPOTENT_REQUIRED,
+        request=inline_serializer(
+            "ContributionIn",
+            {
+                "bet": serializers.IntegerField(
+                    min_value=1,
+                    max_value=settings.JACKPOT_MAX_BET,
+                    help_text="Minor units, at most `JACKPOT_MAX_BET`.",
+                )
+            },
+        ),
+        responses={
+            201: ContributionOutSerializer,
+            **errors(
+                403,
+                409,
+                422,
+                s403="`player_required`: only an account with a player bets.",
+                s409="`idempotency_in_progress` (with `Retry-After`), `operation_id_reused`.",
+            ),
+        },
     )
     @idempotent(required=True)
     def post(self, request):
-        bet = services.validate_bet(_body(request).get("bet"))
+        bet = services.validate_bet(_whole_number(_body(request).get("bet")))
         try:
             player_id = player_of(request).pk
         except NoPlayer:
@@ -201,6 +273,7 @@ class WinView(APIView):
     permission_classes = [service_token_or_staff("JACKPOT_SERVICE_TOKEN")]
 
     @extend_schema(
+        parameters=[GROUP, *IDEMPOTENT_REQUIRED],
         request=inline_serializer("WinIn", {"player": serializers.UUIDField()}),
         responses={
             201: inline_serializer(
@@ -210,7 +283,14 @@ class WinView(APIView):
                     "group": serializers.CharField(),
                     "player": serializers.UUIDField(),
                 },
-            )
+            ),
+            **errors(
+                404,
+                409,
+                422,
+                s404="`unknown_group`, `player_not_found`.",
+                s409="`idempotency_in_progress` (with `Retry-After`), `operation_id_reused`.",
+            ),
         },
     )
     @idempotent(required=True)
@@ -233,11 +313,28 @@ class WinView(APIView):
         )
 
 
+@extend_schema(
+    parameters=[
+        OpenApiParameter("group", str, enum=list(GROUPS), description="Only this pool."),
+        OpenApiParameter("kind", str, enum=list(LedgerKind.values), description="Only this kind."),
+        OpenApiParameter(
+            "operation_id",
+            # No NUL: the platform refuses it in any URL (400 `bad_request`).
+            {"type": "string", "maxLength": 100, "pattern": "^[^\\x00]*$"},
+            description="One operation.",
+        ),
+    ]
+)
 class LedgerListView(ListAPIView):
-    """The append-only ledger, newest first (staff); filter with ?group=, ?kind=, ?operation_id=."""
+    """The append-only ledger, newest first (staff); filter with ?group=, ?kind=, ?operation_id=.
+
+    Cursor-paginated (`IdCursorPagination`): rows are only ever added, so pages are keysets
+    on the id and a new entry never shifts the page a reader is on.
+    """
 
     permission_classes = [IsStaff]
     serializer_class = LedgerEntrySerializer
+    pagination_class = IdCursorPagination
 
     def get_queryset(self):
         queryset = LedgerEntry.objects.select_related("pool").order_by("-id")
@@ -251,5 +348,7 @@ class LedgerListView(ListAPIView):
                 raise InvalidInput("Unknown ledger entry kind.", code="unknown_kind")
             queryset = queryset.filter(kind=params["kind"])
         if "operation_id" in params:
+            if len(params["operation_id"]) > 100:
+                raise InvalidInput("operation_id is 1-100 characters.", code="invalid_operation_id")
             queryset = queryset.filter(operation_id=params["operation_id"])
         return queryset

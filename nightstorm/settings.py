@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_q",
     "pgtrigger",
+    "axes",
     "django_prometheus",
     "nightstorm",
     "game",
@@ -82,6 +83,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # after auth: it answers a locked-out admin login
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
@@ -276,6 +278,11 @@ CONNECTIONS_MAX_LINE_BYTES = _int("CONNECTIONS_MAX_LINE_BYTES", 1024, minimum=16
 CONNECTIONS_MAX_CLIENTS = _int("CONNECTIONS_MAX_CLIENTS", 5000, minimum=1)
 CONNECTIONS_MAX_METADATA_KEYS = _int("CONNECTIONS_MAX_METADATA_KEYS", 32, minimum=1)
 CONNECTIONS_MAX_METADATA_VALUE_CHARS = _int("CONNECTIONS_MAX_METADATA_VALUE_CHARS", 1024, minimum=1)
+# Failed gateway logins one address may make in the window, across connections and gateways.
+CONNECTIONS_LOGIN_FAILURES_PER_ADDRESS = _int(
+    "CONNECTIONS_LOGIN_FAILURES_PER_ADDRESS", 10, minimum=1
+)
+CONNECTIONS_LOGIN_WINDOW_SECONDS = _int("CONNECTIONS_LOGIN_WINDOW_SECONDS", 300, minimum=1)
 
 # --- Operations -----------------------------------------------------------------------------
 
@@ -313,13 +320,20 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["nightstorm.api.parsers.JSONParser"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_PAGINATION_CLASS": "nightstorm.api.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "EXCEPTION_HANDLER": "nightstorm.api.errors.exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "nightstorm.api.schema.AutoSchema",
+    # Every view is throttled: anonymous callers per address, accounts per user; the token
+    # login ("auth") and registration add their own scopes. Service tokens are not throttled.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "nightstorm.api.throttling.AnonRateThrottle",
+        "nightstorm.api.throttling.UserRateThrottle",
+    ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": env.str("THROTTLE_ANON", default="120/min"),
+        "user": env.str("THROTTLE_USER", default="1200/min"),
         "auth": env.str("THROTTLE_AUTH", default="30/min"),
         "register": env.str("THROTTLE_REGISTER", default="20/hour"),
     },
@@ -335,6 +349,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Zones, players, combats, jackpots and connections.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # 3.1 (JSON Schema 2020-12) can state what 3.0 cannot, e.g. metadata's key pattern.
+    "OAS_VERSION": "3.1.0",
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
@@ -348,6 +364,23 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+AUTHENTICATION_BACKENDS = [
+    "nightstorm.admin_login.AdminLoginBackend",  # django-axes: admin login lockout
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_ONLY_ADMIN_SITE = True
+AXES_HANDLER = "nightstorm.admin_login.AdminLoginHandler"
+AXES_FAILURE_LIMIT = _int("AXES_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = _int("AXES_COOLOFF_MINUTES", 15, minimum=1) / 60  # hours
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]
+AXES_RESET_ON_SUCCESS = True
+# The client's address: X-Forwarded-For only behind NUM_PROXIES trusted proxies (a client could
+# otherwise pick a new address for every guess).
+AXES_IPWARE_PROXY_COUNT = REST_FRAMEWORK["NUM_PROXIES"]
+AXES_IPWARE_META_PRECEDENCE_ORDER = (
+    ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"] if AXES_IPWARE_PROXY_COUNT else ["REMOTE_ADDR"]
+)
+
 PASSWORD_HASHERS = env.list(
     "PASSWORD_HASHERS",
     default=[
@@ -427,5 +460,7 @@ LOGGING = {
         "django.db.backends": {"level": "INFO"},
         "jackpot": {"level": _level("JACKPOT_LOG_LEVEL", "INFO")},
         "nightstorm.audit": {"level": "INFO"},
+        # django-axes announces itself at every start; its lockout warnings still show.
+        "axes.apps": {"level": "WARNING"},
     },
 }

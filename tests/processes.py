@@ -53,6 +53,7 @@ class Platform:
             "PASSWORD_HASHERS": "django.contrib.auth.hashers.MD5PasswordHasher",
             "THROTTLE_ANON": "100000/min",
             "THROTTLE_AUTH": "100000/min",
+            "THROTTLE_USER": "100000/min",
             "THROTTLE_REGISTER": "100000/min",
             "DB_CONN_MAX_AGE": "60",
             "Q_WORKERS": "1",

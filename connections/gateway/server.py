@@ -13,7 +13,9 @@ Defences, so one client cannot hurt the others or grow memory without bound:
 - beyond CONNECTIONS_MAX_CLIENTS a new client is told the server is full and closed;
 - every write waits for the socket to drain, at most `drain_timeout` seconds, with a small
   write-buffer high-water mark: a client that never reads is closed instead of buffered;
-- a client silent for the idle timeout is closed; three failed logins close the connection;
+- a client silent for the idle timeout is closed; three failed logins close the connection,
+  and an address with CONNECTIONS_LOGIN_FAILURES_PER_ADDRESS failed logins in the window
+  (counted across connections and gateways) is refused logins until the window ends;
 - bytes that are not UTF-8 or not printable are replaced or dropped, then treated as text.
 """
 
@@ -159,6 +161,7 @@ class Gateway:
                 self.service.register, protocol="telnet", remote_addr=peer[0] if peer else ""
             )
             session.client.handle = conn.handle
+            session.client.remote_addr = peer[0] if peer else ""
             await self._send(session, BANNER)
             while True:
                 line = await self._read_line(reader)
@@ -238,6 +241,7 @@ _CLOSE_MESSAGES = {
     "idle": "You have been idle too long. Goodbye.",
     "line_too_long": "Line too long. Goodbye.",
     "failed_logins": "Too many failed logins. Goodbye.",
+    "address_locked": "Too many failed logins from your address. Goodbye.",
 }
 
 

@@ -5,7 +5,7 @@ import re
 
 from nightstorm.errors import InvalidInput, PreconditionRequired
 
-_ETAG = re.compile(r'^\s*(?:W/)?"?(\d{1,10})"?\s*$')
+_ETAG = re.compile(r'^\s*(?:W/)?"?([0-9]{1,10})"?\s*$')
 
 
 def etag_for(version: int) -> str:

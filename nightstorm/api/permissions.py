@@ -40,5 +40,6 @@ def service_token_or_staff(setting: str):
                 return True
             return IsStaff().has_permission(request, view)
 
+    ServiceTokenOrStaff.service_token_setting = setting  # the schema names the bearer scheme
     ServiceTokenOrStaff.__name__ = f"ServiceTokenOrStaff_{setting}"
     return ServiceTokenOrStaff

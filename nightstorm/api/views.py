@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from nightstorm.api import fields
 from nightstorm.errors import DomainError
 
 
@@ -20,8 +21,8 @@ class InvalidCredentials(DomainError):
 
 
 class CredentialsSerializer(serializers.Serializer):
-    username = serializers.CharField(max_length=150)
-    password = serializers.CharField(max_length=128, trim_whitespace=False)
+    username = fields.CharField(min_length=1, max_length=150)
+    password = fields.CharField(min_length=1, max_length=128, trim_whitespace=False)
 
 
 class TokenView(APIView):

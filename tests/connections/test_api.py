@@ -145,7 +145,7 @@ def test_metadata_bad_input_changes_nothing(gateway, service, body, code):
 def test_bind_errors(gateway):
     handle = register(gateway)["handle"]
     missing = gateway.post(f"{URL}{handle}/bind/", {"player": "Nobody"}, format="json")
-    assert missing.status_code == 400 and missing.json()["code"] == "unknown_player"
+    assert missing.status_code == 404 and missing.json()["code"] == "unknown_player"
     empty = gateway.post(f"{URL}{handle}/bind/", {}, format="json")
     assert empty.status_code == 400 and empty.json()["code"] == "invalid"
     first, second = PlayerFactory(), PlayerFactory()

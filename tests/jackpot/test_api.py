@@ -82,7 +82,7 @@ def test_contribution_needs_a_key(player_client, pools):
         ({"bet": 0}, "bet_not_positive"),
         ({"bet": -100}, "bet_not_positive"),
         ({"bet": 10.5}, "bet_not_integer"),
-        ({"bet": 1000.0}, "bet_not_integer"),
+        ({"bet": 2.0**60}, "bet_not_integer"),
         ({"bet": "1e3"}, "bet_not_integer"),
         ({"bet": "1000"}, "bet_not_integer"),
         ({"bet": True}, "bet_not_integer"),
@@ -260,14 +260,41 @@ def test_ledger_is_staff_only_paginated_and_filterable(
     player_client.credentials()
     api_client.force_authenticate(staff_user)
     body = api_client.get(LEDGER).json()
-    assert body["count"] == LedgerEntry.objects.count() == 6
-    assert {"count", "next", "previous", "results"} <= set(body)
+    assert set(body) == {"next", "previous", "results"}  # cursor pages: no count
+    assert len(body["results"]) == LedgerEntry.objects.count() == 6
     minor = api_client.get(LEDGER, {"group": "minor"}).json()
-    assert minor["count"] == 2 and {r["group"] for r in minor["results"]} == {"minor"}
+    assert len(minor["results"]) == 2 and {r["group"] for r in minor["results"]} == {"minor"}
     assert [r["kind"] for r in minor["results"]] == ["contribution", "seed"]
     bad = api_client.get(LEDGER, {"group": "giga"})
     assert bad.status_code == 400 and bad.json()["code"] == "unknown_group"
     assert api_client.get(LEDGER, {"kind": "nope"}).status_code == 400
+
+
+def test_ledger_pages_are_keysets_that_new_entries_do_not_shift(
+    api_client, player_client, pools, staff_user, monkeypatch
+):
+    from nightstorm.api.pagination import IdCursorPagination
+
+    monkeypatch.setattr(IdCursorPagination, "page_size", 2)
+    for i in range(3):
+        contribute(player_client, {"bet": 10_000}, key=f"page-{i}")
+    api_client.force_authenticate(staff_user)
+    first = api_client.get(LEDGER, {"group": "minor"}).json()
+    ids = [r["id"] for r in first["results"]]
+    assert first["previous"] is None and f"cursor=n{ids[-1]}" in first["next"]
+    contribute(player_client, {"bet": 10_000}, key="page-new")  # lands before page one
+    second = api_client.get(first["next"]).json()
+    older = LedgerEntry.objects.filter(pool__group="minor", id__lt=ids[-1]).order_by("-id")
+    assert [r["id"] for r in second["results"]] == list(older.values_list("id", flat=True)[:2])
+    back = api_client.get(second["previous"]).json()
+    assert [r["id"] for r in back["results"]] == ids
+
+
+@pytest.mark.parametrize("cursor", ["abc", "n", "x12", "n-1", "cD0x", "n" + "9" * 19])
+def test_a_malformed_cursor_is_a_400(api_client, staff_user, cursor):
+    api_client.force_authenticate(staff_user)
+    response = api_client.get(LEDGER, {"cursor": cursor})
+    assert response.status_code == 400 and response.json()["code"] == "invalid_cursor"
 
 
 def test_contribution_retries_inside_the_idempotent_transaction(player_client, pools, monkeypatch):
