@@ -45,6 +45,7 @@ from game.storms import schedules as nightstorm_schedules
 from nightstorm import dashboard, display, outbox
 from nightstorm.admin import (
     AuditedModelAdmin,
+    LedgerAdmin,
     ObjectActionsMixin,
     ReadOnlyModelAdmin,
     SoftDeleteAdminMixin,
@@ -539,24 +540,12 @@ class PlayerAdmin(ObjectActionsMixin, SoftDeleteAdminMixin, VersionedModelAdmin)
 
 
 @admin.register(GoldEntry)
-class GoldEntryAdmin(ReadOnlyModelAdmin):
+class GoldEntryAdmin(LedgerAdmin):
     list_display = ("when", "player", "kind", "amount_shown", "balance_shown", "reference")
     list_filter = ("kind",)
     date_hierarchy = "created_at"
     search_fields = ("player__name", "reference")
     list_select_related = ("player",)
-
-    @admin.display(description="when", ordering="created_at")
-    def when(self, entry):
-        return display.when(entry.created_at)
-
-    @admin.display(description="amount", ordering="amount")
-    def amount_shown(self, entry):
-        return display.money(entry.amount)
-
-    @admin.display(description="balance after")
-    def balance_shown(self, entry):
-        return display.money(entry.balance_after)
 
 
 @admin.register(Journey)

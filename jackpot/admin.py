@@ -36,7 +36,13 @@ from jackpot import services
 from jackpot.ledger import audit_pools
 from jackpot.models import GROUPS, Contribution, JackpotPool, LedgerEntry, PoolStripe, Win
 from nightstorm import dashboard, display
-from nightstorm.admin import ReadOnlyModelAdmin, VersionedAdminForm, VersionedModelAdmin, audit
+from nightstorm.admin import (
+    LedgerAdmin,
+    ReadOnlyModelAdmin,
+    VersionedAdminForm,
+    VersionedModelAdmin,
+    audit,
+)
 from nightstorm.errors import DomainError
 
 _audit = threading.local()
@@ -368,7 +374,7 @@ CSV_COLUMNS = (
 
 
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(ReadOnlyModelAdmin):
+class LedgerEntryAdmin(LedgerAdmin):
     """The append-only ledger: by pool, kind and date; "Export CSV" writes what the list shows
     (its filters applied), amounts in minor units."""
 
@@ -388,18 +394,6 @@ class LedgerEntryAdmin(ReadOnlyModelAdmin):
     search_fields = ("operation_id", "note", "player__name")
     list_select_related = ("pool", "player")
     change_list_template = "admin/jackpot/ledgerentry/change_list.html"
-
-    @admin.display(description="when", ordering="created_at")
-    def when(self, entry):
-        return display.when(entry.created_at)
-
-    @admin.display(description="amount", ordering="amount")
-    def amount_shown(self, entry):
-        return display.money(entry.amount)
-
-    @admin.display(description="balance after")
-    def balance_shown(self, entry):
-        return display.money(entry.balance_after)
 
     @admin.display(description="player", ordering="player__name")
     def player_name(self, entry):

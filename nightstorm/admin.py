@@ -252,6 +252,23 @@ class ReadOnlyModelAdmin(admin.ModelAdmin):
         return False
 
 
+class LedgerAdmin(ReadOnlyModelAdmin):
+    """An append-only ledger's list: when, the signed amount and the balance after it, as
+    money (every ledger row has `created_at`, `amount` and `balance_after`)."""
+
+    @admin.display(description="when", ordering="created_at")
+    def when(self, entry):
+        return display.when(entry.created_at)
+
+    @admin.display(description="amount", ordering="amount")
+    def amount_shown(self, entry):
+        return display.money(entry.amount)
+
+    @admin.display(description="balance after")
+    def balance_shown(self, entry):
+        return display.money(entry.balance_after)
+
+
 class VersionedAdminForm(forms.ModelForm):
     """Carries the version the editor saw; a save over a newer version is refused.
 
