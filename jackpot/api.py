@@ -171,6 +171,7 @@ class PoolListView(ListAPIView):
 
     def list(self, request, *args, **kwargs):
         # A handful of pools: one query, in the paginated shape of every list (no COUNT).
+        self.paginator.check_single_page(request)
         pools = PoolSerializer(self.get_queryset(), many=True).data
         body = {"count": len(pools), "next": None, "previous": None, "results": pools}
         return Response(body)

@@ -11,6 +11,7 @@
 import re
 
 from rest_framework import pagination
+from rest_framework.exceptions import NotFound
 
 from nightstorm.errors import InvalidInput
 
@@ -20,10 +21,22 @@ _CURSOR = re.compile(r"^([np])([0-9]{1,18})$")
 
 class PageNumberPagination(pagination.PageNumberPagination):
     def paginate_queryset(self, queryset, request, view=None):
+        self._check_page(request)
+        return super().paginate_queryset(queryset, request, view)
+
+    def check_single_page(self, request) -> None:
+        """For a list that always fits on one page and is served without a COUNT: the same
+        answers as `paginate_queryset` for the `page` parameter (400 malformed, 404 past the
+        end)."""
+        raw = self._check_page(request)
+        if raw is not None and raw not in self.last_page_strings and int(raw) != 1:
+            raise NotFound("Invalid page.")
+
+    def _check_page(self, request) -> str | None:
         raw = request.query_params.get(self.page_query_param)
         if raw is not None and raw not in self.last_page_strings and not _PAGE.match(raw):
             raise InvalidInput("page must be a whole number from 1.", code="invalid_page")
-        return super().paginate_queryset(queryset, request, view)
+        return raw
 
     def get_schema_operation_parameters(self, view):
         parameters = super().get_schema_operation_parameters(view)

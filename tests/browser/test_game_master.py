@@ -172,6 +172,8 @@ def test_a_game_masters_shift(world, live_server, browser, shots):
     gm.go(f"/admin/game/combat/{combat.pk}/change/")
     assert "Nobody has a seat yet" in page.inner_text("#panel-seats")
     players = {p.name: p for p in Player.objects.all()}
+    # The demo players stand in the zone already: joining takes a player in the combat's zone.
+    Player.objects.filter(name__in=("aria", "borin", "cael")).update(zone=zone)
     registration.register(player_id=players["aria"].pk, combat_id=combat.pk)
     page.reload()
     assert "1 of 10 seats taken" in page.inner_text("#panel-seats")
