@@ -102,8 +102,11 @@ def _fuzz(platform: Platform, caller: str, authorization: str | None, reports: P
 
 def _game_invariants() -> list[str]:
     broken = []
-    over = Combat.objects.annotate(seats=Count("registrations")).filter(seats__gt=F("capacity"))
-    broken += [f"combat {c.pk} has {c.seats} seats of {c.capacity}" for c in over]
+    counted = Combat.objects.annotate(taken=Count("registrations"))
+    over = counted.filter(taken__gt=F("capacity"))
+    broken += [f"combat {c.pk} has {c.taken} seats of {c.capacity}" for c in over]
+    miscounted = counted.exclude(seats=F("taken"))
+    broken += [f"combat {c.pk} counts {c.seats} seats for {c.taken} taken" for c in miscounted]
     doubled = (
         Registration.objects.filter(active=True)
         .values("player")
