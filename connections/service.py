@@ -111,7 +111,7 @@ class ConnectionService:
 
     # --- critical writes ---------------------------------------------------------------------
 
-    @operation("connections.register")
+    @operation("connections.register", ok_level=logging.DEBUG)
     def register(
         self,
         *,
@@ -208,7 +208,7 @@ class ConnectionService:
             local.player_id, local.player_name, local.state = player_id, player_name, LOGGED_IN
         return local
 
-    @operation("connections.set_state")
+    @operation("connections.set_state", ok_level=logging.DEBUG)
     def set_state(self, handle: int, state: str) -> Connection:
         if state not in STATES:
             raise InvalidInput(f"state must be one of {', '.join(STATES)}", code="invalid_state")
@@ -224,7 +224,7 @@ class ConnectionService:
         local.state = state
         return local
 
-    @operation("connections.disconnect")
+    @operation("connections.disconnect", ok_level=logging.DEBUG)
     def disconnect(self, handle: int) -> bool:
         """Forget a connection everywhere. The local entry goes first and unconditionally (the
         socket is gone); then Redis, which raises `StoreUnavailable` if it cannot be reached."""

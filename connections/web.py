@@ -189,7 +189,7 @@ class SharedConnections:
 
         return cls(RedisConnectionStore(get_redis_connection("default")))
 
-    @operation("connections.register")
+    @operation("connections.register", ok_level=logging.DEBUG)
     def register(
         self,
         *,
@@ -236,7 +236,7 @@ class SharedConnections:
             raise AlreadyBound()
         return self.lookup(handle)
 
-    @operation("connections.metadata")
+    @operation("connections.metadata", ok_level=logging.DEBUG)
     def update_metadata(self, handle: int, changes) -> Connection:
         """Validate, write synchronously (an explicit request, not a hint worth deferring) and
         return the connection as Redis now holds it."""
@@ -246,7 +246,7 @@ class SharedConnections:
             raise ConnectionNotFound()
         return conn
 
-    @operation("connections.disconnect")
+    @operation("connections.disconnect", ok_level=logging.DEBUG)
     def disconnect(self, handle: int) -> bool:
         return self.store.remove(handle) == 1
 
