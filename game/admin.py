@@ -16,7 +16,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, F, OuterRef, Q, Subquery, Value
+from django.db.models import Count, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Concat
 from django.http import HttpResponseNotAllowed
 from django.shortcuts import redirect
@@ -785,9 +785,6 @@ class CombatAdmin(ObjectActionsMixin, SoftDeleteAdminMixin, VersionedModelAdmin)
     inlines = [CombatTurnInline]
     actions = ["start_now", "cancel", "restore"]
 
-    def get_queryset(self, request):
-        return super().get_queryset(request).annotate(n_participants=F("seats"))
-
     def has_add_permission(self, request):
         return False  # combats are opened by Nightstorm events
 
@@ -812,9 +809,9 @@ class CombatAdmin(ObjectActionsMixin, SoftDeleteAdminMixin, VersionedModelAdmin)
     def nightstorm(self, combat):
         return admin_link(combat.event)
 
-    @admin.display(description="players", ordering="n_participants")
+    @admin.display(description="players", ordering="seats")
     def players(self, combat):
-        return f"{combat.n_participants} / {combat.capacity}"
+        return f"{combat.seats} / {combat.capacity}"
 
     @admin.display(description="storm boss hp")
     def boss(self, combat):
