@@ -4,11 +4,13 @@ Reads never write."""
 
 from datetime import datetime
 
+from django.db import router
 from django.db.models import Exists, F, OuterRef, Prefetch, Subquery, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
 from game.models import Combat, Journey, NightstormEvent, Player, Zone
+from nightstorm import sql
 
 
 def player_as_of(*, user, now: datetime | None = None) -> tuple[Player, Journey | None] | None:
@@ -115,6 +117,33 @@ def nightstorm_event_rows():
         .annotate(zone_code=F("zone__code"))
         .values("id", "zone_code", "slot", "state")
     )
+
+
+# A page of events in the API's shape with the length of the whole list (a window count, taken
+# before LIMIT) and each event's combats (a JSON array), in one statement.
+_EVENT_PAGE_SQL = f"""
+SELECT e.id, z.code, e.slot, e.state, count(*) OVER (),
+       (SELECT coalesce(json_agg(json_build_object('id', c.id, 'status', c.status,
+                                                   'capacity', c.capacity,
+                                                   'participant_count', c.seats)
+                                 ORDER BY c.index), '[]')
+          FROM {Combat._meta.db_table} c WHERE c.event_id = e.id AND c.deleted_at IS NULL)
+  FROM {NightstormEvent._meta.db_table} e JOIN {Zone._meta.db_table} z ON z.id = e.zone_id
+ ORDER BY e.slot DESC, z.code
+ LIMIT %s OFFSET %s
+"""
+
+
+def nightstorm_event_page(limit: int, offset: int) -> tuple[list[dict], int | None]:
+    """PostgreSQL: a page of `nightstorm_event_rows()` already `with_combats`, and the number
+    of events in the whole list (None when the page is empty), in one query."""
+    alias = router.db_for_read(NightstormEvent)
+    rows = sql.run(alias, _EVENT_PAGE_SQL, [limit, offset])
+    events = [
+        {"id": pk, "zone": zone, "slot": slot, "state": state, "combats": combats}
+        for pk, zone, slot, state, _, combats in rows
+    ]
+    return events, rows[0][4] if rows else None
 
 
 def with_combats(events: list[dict]) -> list[dict]:

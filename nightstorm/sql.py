@@ -6,9 +6,15 @@ data-modifying CTE). The caller builds such a statement once, caches it per shap
 alias, and runs it here with values the driver adapts (plain ints, strings, UUIDs, aware
 datetimes; anything model-specific prepared with the field's `get_db_prep_save`). Keep the
 statements beside the code that needs them; this module only runs them.
+
+`CompiledQuery` is the same for a queryset: the ORM builds its SQL once per database, and each
+call runs that SQL with new values and returns the objects the queryset itself would.
 """
 
-from django.db import connections, transaction
+import threading
+
+from django.db import connections, router, transaction
+from django.db.models.query import get_related_populators
 
 
 def run(alias: str, sql: str, params) -> list[tuple]:
@@ -21,3 +27,85 @@ def run(alias: str, sql: str, params) -> list[tuple]:
     with transaction.mark_for_rollback_on_error(alias), connections[alias].cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall() if cursor.description else []
+
+
+class CompiledQuery:
+    """A queryset whose SQL the ORM builds once per database, run again with other values.
+
+    `build(**values)` returns the queryset. It is called once per database alias, with a
+    placeholder string for each name in `names`; each call of `fetch(**values)` runs the
+    compiled SQL with the real values in the placeholders' places and returns the model
+    instances, with what `select_related` and `annotate` put on them, exactly as iterating the
+    queryset would. A placeholder must reach the SQL parameters unchanged, so compare names
+    only to text columns (a key, a code). The database is the router's read database at each
+    call (or `using=`), so replica routing works as for the queryset itself.
+    """
+
+    def __init__(self, build, *names: str):
+        self.build, self.names = build, names
+        self._plans: dict[str, tuple] = {}
+        self._lock = threading.Lock()
+
+    def fetch(self, using: str | None = None, **values) -> list:
+        if set(values) != set(self.names):
+            raise TypeError(f"expected values for {sorted(self.names)}, got {sorted(values)}")
+        alias = using or router.db_for_read(self._model())
+        sql, slots, build_objects = self._plans.get(alias) or self._compile(alias)
+        params = [values[name] if name else value for name, value in slots]
+        return build_objects(run(alias, sql, params))
+
+    def _model(self):
+        model = getattr(self, "_model_cls", None)
+        if model is None:
+            model = self._model_cls = self.build(**self._placeholders()).model
+        return model
+
+    def _placeholders(self) -> dict[str, str]:
+        return {name: f"\x1fcompiled-query-value:{name}\x1f" for name in self.names}
+
+    def _compile(self, alias: str) -> tuple:
+        with self._lock:
+            if alias in self._plans:
+                return self._plans[alias]
+            placeholders = self._placeholders()
+            names = {text: name for name, text in placeholders.items()}
+            queryset = self.build(**placeholders).using(alias)
+            compiler = queryset.query.get_compiler(using=alias)
+            sql, params = compiler.as_sql()
+            slots = [(names.get(p) if isinstance(p, str) else None, p) for p in params]
+            if sorted(name for name, _ in slots if name) != sorted(self.names):
+                raise ValueError("a placeholder did not reach the SQL parameters unchanged")
+            plan = (sql, slots, self._builder(compiler, alias))
+            self._plans[alias] = plan
+            return plan
+
+    @staticmethod
+    def _builder(compiler, alias: str):
+        # What ModelIterable does with a compiled query's rows (Django 5.2).
+        select, klass_info = compiler.select, compiler.klass_info
+        annotations = list(compiler.annotation_col_map.items())
+        model = klass_info["model"]
+        start, end = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1
+        init_list = [column[0].target.attname for column in select[start:end]]
+        populators = get_related_populators(klass_info, select, alias)
+        columns = [column[0] for column in select[: compiler.col_count]]
+        converters = list(compiler.get_converters(columns).items())
+
+        def build_objects(rows: list[tuple]) -> list:
+            connection = connections[alias]  # this thread's: the compiler's was another's
+            objects = []
+            for row in rows:
+                if converters:
+                    row = list(row)
+                    for position, (functions, expression) in converters:
+                        for function in functions:
+                            row[position] = function(row[position], expression, connection)
+                obj = model.from_db(alias, init_list, row[start:end])
+                for populator in populators:
+                    populator.populate(row, obj)
+                for name, position in annotations:
+                    setattr(obj, name, row[position])
+                objects.append(obj)
+            return objects
+
+        return build_objects

@@ -32,6 +32,24 @@ class PageNumberPagination(pagination.PageNumberPagination):
         if raw is not None and raw not in self.last_page_strings and int(raw) != 1:
             raise NotFound("Invalid page.")
 
+    def paginate_in_one_query(self, request, fetch) -> list | None:
+        """A page and the list's length from one query: `fetch(limit, offset)` returns the page's
+        rows and the length (None for an empty page, as a window count gives it). Returns the
+        rows for `get_paginated_response`, with the same answers as `paginate_queryset`; None
+        for `?page=last`, which needs the length first (use `paginate_queryset` then)."""
+        raw = self._check_page(request)
+        if raw in self.last_page_strings:
+            return None
+        number, size = int(raw or 1), self.get_page_size(request)
+        rows, total = fetch(size, (number - 1) * size)
+        if not rows and number > 1:
+            raise NotFound("Invalid page.")
+        paginator = self.django_paginator_class([], size)
+        paginator.count = total or 0  # a cached property: the query already answered it
+        self.page, self.request = paginator.page(number), request
+        self.page.object_list = rows
+        return rows
+
     def _check_page(self, request) -> str | None:
         raw = request.query_params.get(self.page_query_param)
         if raw is not None and raw not in self.last_page_strings and not _PAGE.match(raw):

@@ -1,6 +1,7 @@
 """The game API: every endpoint's happy path and its 4xx answers, in the contract's shape."""
 
 from datetime import timedelta
+from unittest import mock
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -14,6 +15,7 @@ from rest_framework.authtoken.models import Token
 from game import registration
 from game.models import Combat, Journey, Player, Registration, Zone
 from game.storms import events as nightstorms
+from nightstorm.api.pagination import PageNumberPagination
 from tests.game.factories import ZoneFactory, make_event, make_players
 
 pytestmark = pytest.mark.django_db
@@ -253,6 +255,48 @@ def test_nightstorms_newest_first_without_n_plus_one(client):
     combats = body["results"][-1]["combats"]
     assert [c["participant_count"] for c in combats] == [1, 0, 0]
     assert set(combats[0]) == {"id", "status", "capacity", "participant_count"}
+
+
+@pytest.mark.postgres
+def test_nightstorms_pages_from_one_query_answer_as_the_portable_pages(client, monkeypatch):
+    # The PostgreSQL path (one statement: page, combats, window count) against the portable
+    # one (count, page, combats) on the same rows: every page, its links and the edge cases.
+    monkeypatch.setattr(PageNumberPagination, "page_size", 2)
+    zone = ZoneFactory()
+    base = timezone.now().replace(microsecond=0)
+    events = [make_event(zone, slot=base + timedelta(minutes=i)) for i in range(5)]
+    make_event(ZoneFactory(), slot=base + timedelta(minutes=2, microseconds=5))
+    (p,) = make_players(1, zone=zone)
+    registration.register(player_id=p.pk, combat_id=events[3].combats.order_by("index")[1].pk)
+
+    def pages(**query):
+        return [
+            client.get("/api/v1/nightstorms/", query)
+            for query in (
+                {},
+                {"page": 1},
+                {"page": 2},
+                {"page": 3},
+                {"page": 4},
+                {"page": "last"},
+                {"page": "abc"},
+                {"page": 0},
+            )
+        ]
+
+    fast = pages()
+    with mock.patch.object(connection, "vendor", "portable"):
+        portable = pages()
+    assert [r.status_code for r in fast] == [200, 200, 200, 200, 404, 200, 400, 400]
+    for one, other in zip(fast, portable, strict=True):
+        assert (one.status_code, one.json()) == (other.status_code, other.json())
+    first = fast[0].json()
+    assert first["count"] == 6 and len(first["results"]) == 2
+    assert first["next"].endswith("?page=2") and first["previous"] is None
+    assert fast[2].json()["previous"].endswith("/nightstorms/")
+    seated = fast[1].json()["results"][1]
+    assert seated["id"] == str(events[3].pk)
+    assert [c["participant_count"] for c in seated["combats"]] == [0, 1, 0]
 
 
 def test_nightstorms_need_auth(api_client):

@@ -1,0 +1,75 @@
+"""`nightstorm.sql.CompiledQuery`: a queryset's SQL built once, run again with other values,
+returning what the queryset itself returns."""
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.db import connection
+from django.db.models import Exists, OuterRef, Value
+from django.test.utils import CaptureQueriesContext
+from rest_framework.authtoken.models import Token
+
+from nightstorm.sql import CompiledQuery
+from tests.helpers import race
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _tokens(n: int) -> list[Token]:
+    User = get_user_model()
+    users = [User.objects.create(username=f"compiled-{i}", is_staff=i % 2 == 0) for i in range(n)]
+    return [Token.objects.create(user=user) for user in users]
+
+
+def _queryset(key):
+    others = get_user_model().objects.filter(pk=OuterRef("user_id"), is_staff=True)
+    return (
+        Token.objects.select_related("user")
+        .annotate(staff=Exists(others), tag=Value("x"))
+        .filter(key=key)
+    )
+
+
+def test_it_returns_what_the_queryset_returns_related_objects_and_annotations_included():
+    tokens = _tokens(3)
+    calls = []
+    query = CompiledQuery(lambda key: calls.append(key) or _queryset(key), "key")
+    for token in tokens * 2:
+        (expected,) = _queryset(token.key)
+        with CaptureQueriesContext(connection) as queries:
+            (found,) = query.fetch(key=token.key)
+            # The user came with the token: reading it costs no query.
+            assert (found.user.username, found.user.is_staff) == (
+                expected.user.username,
+                expected.user.is_staff,
+            )
+        assert len(queries) == 1
+        assert (found.pk, found.user_id, found.created) == (
+            expected.pk,
+            expected.user_id,
+            expected.created,
+        )
+        assert (found.staff, found.tag) == (expected.staff, "x")
+        assert found._state.db == "default" and not found._state.adding
+    assert query.fetch(key="0" * 40) == []
+    assert len(calls) <= 2  # built for its model and compiled once, not per call
+
+
+def test_every_thread_runs_it_on_its_own_connection():
+    tokens = _tokens(8)
+    query = CompiledQuery(lambda key: _queryset(key), "key")
+    found = race(lambda token: query.fetch(key=token.key)[0].user.username, [(t,) for t in tokens])
+    assert found == [t.user.username for t in tokens]
+
+
+def test_a_value_the_orm_rewrites_is_refused_when_compiled():
+    query = CompiledQuery(
+        lambda name: get_user_model().objects.filter(username__contains=name), "name"
+    )
+    with pytest.raises(ValueError, match="placeholder"):
+        query.fetch(name="compiled")
+
+
+def test_values_are_named_exactly():
+    query = CompiledQuery(lambda key: _queryset(key), "key")
+    with pytest.raises(TypeError):
+        query.fetch(other="x")
