@@ -226,12 +226,12 @@ class NightstormListView(ListAPIView):
         return selectors.nightstorm_event_rows()
 
     def list(self, request, *args, **kwargs):
-        # Plain rows in EventOut's shape: on PostgreSQL one query for the page, its combats and
-        # the count; elsewhere (and for ?page=last) 3: count, events, their combats.
+        # EventOut's shape: on PostgreSQL one query renders the page with its combats and counts
+        # the list; elsewhere (and for ?page=last) 3: count, events, their combats.
         if connection.vendor == "postgresql":
             page = self.paginator.paginate_in_one_query(request, selectors.nightstorm_event_page)
             if page is not None:
-                return self.get_paginated_response(page)
+                return self.paginator.get_rendered_paginated_response(page)
         page = self.paginate_queryset(self.get_queryset())
         return self.get_paginated_response(selectors.with_combats(page))
 

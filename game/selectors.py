@@ -119,31 +119,42 @@ def nightstorm_event_rows():
     )
 
 
-# A page of events in the API's shape with the length of the whole list (a window count, taken
-# before LIMIT) and each event's combats (a JSON array), in one statement.
+# A page of events rendered by PostgreSQL in the API's shape (JSON text: the worker neither
+# parses nor encodes it), with the length of the whole list (a window count, taken before
+# LIMIT), in one statement. `json` keeps the keys in order; a slot is written as DRF writes a
+# datetime (UTC, "Z", microseconds only when there are some).
 _EVENT_PAGE_SQL = f"""
-SELECT e.id, z.code, e.slot, e.state, count(*) OVER (),
-       (SELECT coalesce(json_agg(json_build_object('id', c.id, 'status', c.status,
-                                                   'capacity', c.capacity,
-                                                   'participant_count', c.seats)
-                                 ORDER BY c.index), '[]')
-          FROM {Combat._meta.db_table} c WHERE c.event_id = e.id AND c.deleted_at IS NULL)
-  FROM {NightstormEvent._meta.db_table} e JOIN {Zone._meta.db_table} z ON z.id = e.zone_id
- ORDER BY e.slot DESC, z.code
- LIMIT %s OFFSET %s
+WITH page AS (
+    SELECT e.id, z.code, e.slot, e.state, count(*) OVER () AS total
+      FROM {NightstormEvent._meta.db_table} e JOIN {Zone._meta.db_table} z ON z.id = e.zone_id
+     ORDER BY e.slot DESC, z.code
+     LIMIT %s OFFSET %s
+)
+SELECT max(p.total), coalesce(json_agg(json_build_object(
+           'id', p.id,
+           'zone', p.code,
+           'slot', to_char(p.slot AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
+                   || CASE WHEN date_part('microseconds', p.slot)::int %% 1000000 <> 0
+                           THEN to_char(p.slot AT TIME ZONE 'UTC', '.US') ELSE '' END
+                   || 'Z',
+           'state', p.state,
+           'combats', (SELECT coalesce(json_agg(json_build_object(
+                                  'id', c.id, 'status', c.status, 'capacity', c.capacity,
+                                  'participant_count', c.seats) ORDER BY c.index), '[]')
+                         FROM {Combat._meta.db_table} c
+                        WHERE c.event_id = p.id AND c.deleted_at IS NULL)
+       ) ORDER BY p.slot DESC, p.code), '[]')::text
+  FROM page p
 """
 
 
-def nightstorm_event_page(limit: int, offset: int) -> tuple[list[dict], int | None]:
-    """PostgreSQL: a page of `nightstorm_event_rows()` already `with_combats`, and the number
-    of events in the whole list (None when the page is empty), in one query."""
-    alias = router.db_for_read(NightstormEvent)
-    rows = sql.run(alias, _EVENT_PAGE_SQL, [limit, offset])
-    events = [
-        {"id": pk, "zone": zone, "slot": slot, "state": state, "combats": combats}
-        for pk, zone, slot, state, _, combats in rows
-    ]
-    return events, rows[0][4] if rows else None
+def nightstorm_event_page(limit: int, offset: int) -> tuple[str, int | None]:
+    """PostgreSQL: a page of `nightstorm_event_rows()` already `with_combats`, as a JSON array
+    (text), and the number of events in the whole list (None when the page is empty)."""
+    ((total, page),) = sql.run(
+        router.db_for_read(NightstormEvent), _EVENT_PAGE_SQL, [limit, offset]
+    )
+    return page, total
 
 
 def with_combats(events: list[dict]) -> list[dict]:

@@ -8,8 +8,10 @@
   a client can check; anything else is 400 `invalid_cursor`.
 """
 
+import json
 import re
 
+from django.http import HttpResponse
 from rest_framework import pagination
 from rest_framework.exceptions import NotFound
 
@@ -32,23 +34,35 @@ class PageNumberPagination(pagination.PageNumberPagination):
         if raw is not None and raw not in self.last_page_strings and int(raw) != 1:
             raise NotFound("Invalid page.")
 
-    def paginate_in_one_query(self, request, fetch) -> list | None:
-        """A page and the list's length from one query: `fetch(limit, offset)` returns the page's
-        rows and the length (None for an empty page, as a window count gives it). Returns the
-        rows for `get_paginated_response`, with the same answers as `paginate_queryset`; None
+    def paginate_in_one_query(self, request, fetch) -> str | None:
+        """A page rendered by the database and the list's length, from one query:
+        `fetch(limit, offset)` returns the page's results as JSON text and the length (None
+        for an empty page, as a window count gives it). Returns the text for
+        `get_rendered_paginated_response`, with the same answers as `paginate_queryset`; None
         for `?page=last`, which needs the length first (use `paginate_queryset` then)."""
         raw = self._check_page(request)
         if raw in self.last_page_strings:
             return None
         number, size = int(raw or 1), self.get_page_size(request)
-        rows, total = fetch(size, (number - 1) * size)
-        if not rows and number > 1:
+        results, total = fetch(size, (number - 1) * size)
+        if total is None and number > 1:
             raise NotFound("Invalid page.")
         paginator = self.django_paginator_class([], size)
         paginator.count = total or 0  # a cached property: the query already answered it
         self.page, self.request = paginator.page(number), request
-        self.page.object_list = rows
-        return rows
+        return results
+
+    def get_rendered_paginated_response(self, results: str) -> HttpResponse:
+        """`get_paginated_response` for results that are JSON text already."""
+        links = json.dumps(
+            {
+                "count": self.page.paginator.count,
+                "next": self.get_next_link(),
+                "previous": self.get_previous_link(),
+            },
+            separators=(",", ":"),
+        )
+        return HttpResponse(f'{links[:-1]},"results":{results}}}', content_type="application/json")
 
     def _check_page(self, request) -> str | None:
         raw = request.query_params.get(self.page_query_param)
