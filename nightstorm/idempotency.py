@@ -195,16 +195,34 @@ def _replay(record: IdempotencyRecord) -> Response:
     return Response(body, status=record.status_code, headers=headers)
 
 
+@functools.lru_cache(maxsize=4)
+def _store_sql(alias: str):
+    # Written once per database: every keyed request runs it, and building it with the ORM
+    # cost more than running it.
+    quote = connections[alias].ops.quote_name
+    meta = IdempotencyRecord._meta
+    column = {n: quote(meta.get_field(n).column) for n in ("status_code", "body", "headers")}
+    return (
+        f"UPDATE {quote(meta.db_table)} SET {column['status_code']} = %s, "
+        f"{column['body']} = %s, {column['headers']} = %s, {quote('claimed_until')} = NULL "
+        f"WHERE {quote(meta.pk.column)} = %s AND {quote('claim_token')} = %s"
+    )
+
+
 def _store(held: Claim, response) -> bool:
     """Record the outcome if the claim is still ours (one UPDATE). False if it was taken."""
-    return bool(
-        IdempotencyRecord.objects.filter(pk=held.record_id, claim_token=held.token).update(
-            status_code=response.status_code,
-            body=json.dumps(response.data, cls=DjangoJSONEncoder),
-            headers={h: response[h] for h in _KEPT_HEADERS if response.has_header(h)},
-            claimed_until=None,
-        )
-    )
+    connection = connections[router.db_for_write(IdempotencyRecord)]
+    headers = {h: response[h] for h in _KEPT_HEADERS if response.has_header(h)}
+    params = [
+        response.status_code,
+        json.dumps(response.data, cls=DjangoJSONEncoder),
+        IdempotencyRecord._meta.get_field("headers").get_db_prep_save(headers, connection),
+        held.record_id,
+        held.token,
+    ]
+    with transaction.mark_for_rollback_on_error(connection.alias), connection.cursor() as cursor:
+        cursor.execute(_store_sql(connection.alias), params)
+        return cursor.rowcount == 1
 
 
 def _release(held: Claim) -> None:
