@@ -25,6 +25,7 @@ and is answered with the same 409 codes.
 
 from datetime import datetime
 
+from django.conf import settings
 from django.db import IntegrityError, connection
 from django.utils import timezone
 
@@ -40,9 +41,10 @@ from game.errors import (
     Traveling,
 )
 from game.models import Combat, Player, Registration
+from nightstorm import sql
 from nightstorm.errors import DomainError
 from nightstorm.operations import operation
-from nightstorm.transactions import busy_on_lock_timeout, set_lock_timeout, transient_retry
+from nightstorm.transactions import busy_on_lock_timeout, transient_retry
 
 _CONSTRAINT_ERRORS = {
     "game_registration_one_seat_per_player": AlreadyRegistered,
@@ -50,8 +52,14 @@ _CONSTRAINT_ERRORS = {
 }
 
 # `FOR NO KEY UPDATE` conflicts with travel's `FOR UPDATE` but not with the key-share locks that
-# inserts referencing the player take.
-_LOCK_PLAYER_SQL = "SELECT 1 FROM game_player WHERE id = %s FOR NO KEY UPDATE"
+# inserts referencing the player take. The row filter bounds the lock wait first
+# (`set_config(…, true)` is SET LOCAL, evaluated in the scan before the lock is taken), so the
+# transaction's lock timeout costs no statement of its own.
+_LOCK_PLAYER_SQL = """
+SELECT 1 FROM game_player
+ WHERE id = %s AND set_config('lock_timeout', %s, true) IS NOT NULL
+   FOR NO KEY UPDATE
+"""
 
 # Everything the checks need, in one round trip after the player's lock: the journey in flight
 # and whether it is due, the player's seats, and the combat as last committed (no lock: the
@@ -73,6 +81,15 @@ SELECT p.zone_id,
 _CLAIM_SQL = """
 UPDATE game_combat SET seats = seats + 1, version = version + 1, updated_at = %s
  WHERE id = %s AND status = 'open' AND seats < capacity AND deleted_at IS NULL
+"""
+
+# PostgreSQL: the claim and the seat's insert in one statement; no seat row without its claim.
+_SEAT_COLUMNS = ("combat_id", "player_id", "active", "hp", "damage_dealt", "created_at")
+_SEAT_SQL = f"""
+WITH claimed AS ({_CLAIM_SQL} RETURNING id)
+INSERT INTO game_registration ({", ".join(_SEAT_COLUMNS)})
+SELECT claimed.id, %s, %s, %s, %s, %s FROM claimed
+RETURNING id
 """
 
 
@@ -104,7 +121,7 @@ def _state(player_id, combat_id, now: datetime, *, lock: bool):
             # The lock is its own statement: in READ COMMITTED a statement that waited for a
             # row lock still reads every other table as of its start, so a check folded into
             # the locking SELECT would miss the journey whose commit it waited for.
-            cursor.execute(_LOCK_PLAYER_SQL, [player])
+            cursor.execute(_LOCK_PLAYER_SQL, [player, str(settings.NIGHTSTORM_LOCK_TIMEOUT_MS)])
         cursor.execute(
             _STATE_SQL, [connection.ops.adapt_datetimefield_value(now), combat, combat, player]
         )
@@ -142,15 +159,34 @@ def _claim_seat(combat_id, now: datetime) -> bool:
         return cursor.rowcount == 1
 
 
+def _take_seat(player_id, combat_id, now: datetime) -> Registration | None:
+    """The claim and the seat's insert; None when the claim found no free seat."""
+    if connection.vendor != "postgresql":
+        if not _claim_seat(combat_id, now):
+            return None
+        return Registration.objects.create(combat_id=combat_id, player_id=player_id, created_at=now)
+    seat = Registration(combat_id=combat_id, player_id=player_id, created_at=now)
+    values = [getattr(seat, column) for column in _SEAT_COLUMNS]
+    at = connection.ops.adapt_datetimefield_value(now)
+    player = Player._meta.pk.get_db_prep_value(player_id, connection)
+    params = [at, _uuid_param(combat_id), player, *values[2:5], at]
+    rows = sql.run(connection.alias, _SEAT_SQL, params)
+    if not rows:
+        return None
+    seat.pk, seat._state.adding, seat._state.db = rows[0][0], False, connection.alias
+    return seat
+
+
 @transient_retry(name="registration.register")
 def _register_in_transaction(player_id, combat_id, now: datetime) -> Registration:
-    set_lock_timeout()
+    # The lock timeout is set by the player's lock statement (PostgreSQL; no row locks elsewhere).
     _check(_state(player_id, combat_id, now, lock=True))
-    if not _claim_seat(combat_id, now):
+    seat = _take_seat(player_id, combat_id, now)
+    if seat is None:
         # Filled or closed since the read above: say which.
         closed = Combat.objects.filter(pk=combat_id).exclude(status=Combat.Status.OPEN).exists()
         raise RegistrationClosed() if closed else CombatFull()
-    return Registration.objects.create(combat_id=combat_id, player_id=player_id, created_at=now)
+    return seat
 
 
 @operation("game.register")

@@ -248,3 +248,36 @@ def test_migration_backfill_counts_existing_registrations():
     with connection.cursor() as cursor:
         cursor.execute(backfill.sql)
     assert [Combat.objects.get(pk=c.pk).seats for c in combats] == [2, 2, 0]
+
+
+def test_a_player_row_held_elsewhere_bounds_the_wait_and_takes_no_seat(settings):
+    # The player's lock statement also sets the transaction's lock timeout: a seat request
+    # behind another transaction's lock on the player gives up with Busy (503), seating no one.
+    from nightstorm.errors import Busy
+
+    settings.NIGHTSTORM_LOCK_TIMEOUT_MS = 200
+    zone = ZoneFactory()
+    combat = make_event(zone).combats.order_by("index").first()
+    (player,) = make_players(1, zone=zone)
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1 FROM game_player WHERE id = %s FOR UPDATE", [player.pk])
+            held.set()
+            release.wait(10)
+        connection.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(10)
+        with pytest.raises(Busy):
+            registration.register(player_id=player.pk, combat_id=combat.pk)
+    finally:
+        release.set()
+        holder.join()
+    combat.refresh_from_db()
+    assert combat.seats == 0 and not Registration.objects.filter(player=player).exists()
+    registration.register(player_id=player.pk, combat_id=combat.pk)  # free again: seated
