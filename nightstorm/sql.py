@@ -17,6 +17,18 @@ from django.db import connections, router, transaction
 from django.db.models.query import get_related_populators
 
 
+def json_datetime(column: str) -> str:
+    """PostgreSQL: the `timestamptz` expression `column` as text the way the API's JSON writes
+    a datetime (UTC, ISO 8601, `Z`, microseconds only when there are some), for responses the
+    database renders itself. Use it inside a statement (its `%%` is a parameter-style escape)."""
+    utc = f"({column}) AT TIME ZONE 'UTC'"
+    return (
+        f"to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') || CASE WHEN "
+        f"date_part('microseconds', {column})::int %% 1000000 <> 0 "
+        f"THEN to_char({utc}, '.US') ELSE '' END || 'Z'"
+    )
+
+
 def run(alias: str, sql: str, params) -> list[tuple]:
     """Execute `sql` with `params` on database `alias`, in the caller's transaction.
 

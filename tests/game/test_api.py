@@ -1,5 +1,6 @@
 """The game API: every endpoint's happy path and its 4xx answers, in the contract's shape."""
 
+import json
 from datetime import timedelta
 from unittest import mock
 
@@ -11,8 +12,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_q.models import Schedule
 from rest_framework.authtoken.models import Token
+from rest_framework.renderers import JSONRenderer
 
-from game import registration
+from game import registration, selectors
 from game.models import Combat, Journey, Player, Registration, Zone
 from game.storms import events as nightstorms
 from nightstorm.api.pagination import PageNumberPagination
@@ -255,6 +257,27 @@ def test_nightstorms_newest_first_without_n_plus_one(client):
     combats = body["results"][-1]["combats"]
     assert [c["participant_count"] for c in combats] == [1, 0, 0]
     assert set(combats[0]) == {"id", "status", "capacity", "participant_count"}
+
+
+@pytest.mark.postgres
+def test_zones_rendered_by_postgresql_answer_as_the_portable_rows(api_client, world):
+    for code, next_run in (
+        ("ASH1", timezone.now()),  # microseconds
+        ("ASH3", timezone.now().replace(microsecond=0) + timedelta(hours=1)),
+    ):
+        Schedule.objects.create(
+            name=f"nightstorm:{code}",
+            func="game.tasks.open_nightstorm",
+            next_run=next_run,
+            schedule_type=Schedule.MINUTES,
+            minutes=60,
+        )
+    fast = api_client.get("/api/v1/zones/")
+    assert fast.status_code == 200 and fast["Content-Type"] == "application/json"
+    # The rows the other databases serve, through the API's renderer.
+    portable = JSONRenderer().render(selectors.zones_with_next_nightstorm())
+    assert fast.json() == json.loads(portable)
+    assert len(fast.json()) == 81
 
 
 @pytest.mark.postgres
