@@ -213,13 +213,34 @@ def _concurrent(kind: str, player_ids, prefix: str) -> dict:
     }
 
 
-def _sequential(kind: str, player_id, prefix: str) -> float:
+def _backend_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the PostgreSQL backend `pid` has used, from /proc (the server
+    runs on this machine)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _sequential(kind: str, player_id, prefix: str) -> tuple[float, float]:
+    """Bets per second from one process, and the CPU each bet cost (ms): this process plus
+    its PostgreSQL backend; 0 where the backend's CPU cannot be read."""
     from django.conf import settings
+    from django.db import connection
 
     from jackpot import services
 
     raw = RawContributor(_dsn(settings.DATABASES["default"]), player_id, settings)
-    started = time.perf_counter()
+    if kind == "raw":
+        backend = raw.conn.info.backend_pid
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            (backend,) = cursor.fetchone()
+    try:
+        backend_before = _backend_cpu_seconds(backend)
+    except OSError:
+        backend_before = None
+    started, cpu_before = time.perf_counter(), time.process_time()
     for i in range(SEQUENTIAL_OPS):
         op = f"{prefix}:{i}"
         if kind == "raw":
@@ -227,8 +248,13 @@ def _sequential(kind: str, player_id, prefix: str) -> float:
         else:
             services.contribute(player=player_id, bet=1000 + i, operation_id=op)
     rate = SEQUENTIAL_OPS / (time.perf_counter() - started)
+    cpu = time.process_time() - cpu_before
+    cpu_ms = 0.0
+    if backend_before is not None:
+        cpu += _backend_cpu_seconds(backend) - backend_before
+        cpu_ms = cpu / SEQUENTIAL_OPS * 1000
     raw.conn.close()
-    return rate
+    return rate, cpu_ms
 
 
 def _vacuum(scratch: bool = True) -> None:
@@ -360,7 +386,9 @@ def run() -> list[Row]:
     audit_after = all(r.ok for r in audit_pools())
     _vacuum(scratch=False)  # the scratch tables are gone
     ours, raw = (max(runs[k], key=lambda m: m["rate"]) for k in ("ours", "raw"))
-    seq_ours, seq_raw = max(seq["ours"]), max(seq["raw"])
+    seq_ours, seq_raw = (max(seq[k])[0] for k in ("ours", "raw"))
+    cpu_ours, cpu_raw = (min(cpu for _, cpu in seq[k]) for k in ("ours", "raw"))
+    cores = os.cpu_count() or 1
 
     def describe(m):
         return (
@@ -412,5 +440,20 @@ def run() -> list[Row]:
             seq_raw,
             goal=0.7,
             note=f"{SEQUENTIAL_OPS} bets, best of {ROUNDS}; raw = the single-hot-row transaction",
+        ),
+        Row(
+            "jackpot contribute: CPU per bet (client + its PostgreSQL backend)",
+            "ms",
+            cpu_ours,
+            cpu_raw,
+            higher_is_better=False,
+            note=(
+                f"the sequential runs' CPU, least of {ROUNDS}; {cores} cores / this = the most "
+                "bets/s this machine could serve with every core busy and nothing else "
+                "running: ours "
+                + (f"{cores * 1000 / cpu_ours:.0f}" if cpu_ours else "-")
+                + ", raw "
+                + (f"{cores * 1000 / cpu_raw:.0f}" if cpu_raw else "-")
+            ),
         ),
     ]
