@@ -2,8 +2,10 @@
 
 A pool's money is spread over its stripes (`jackpot.models.PoolStripe`). A contribution locks
 one stripe per pool and adds that pool's part to it, so concurrent bets run side by side on
-different stripes instead of queueing on three pool rows (see `jackpot.statements` for the two
-PostgreSQL statements an attempt makes). It never touches the pool rows.
+different stripes instead of queueing on three pool rows. It never touches the pool rows. On
+PostgreSQL the first attempt is one statement, from claim to write, and its own transaction
+outside a caller's; an attempt it leaves (a pool without a free stripe, a capped part for the
+exact path) is retried as two (see `jackpot.statements`).
 
 Caps without a shared counter: each stripe has a `ceiling`, its share of the room left under
 the pool's cap, and a contribution credits at most what its stripe can still take. When that
@@ -28,6 +30,7 @@ serialised) an attempt reads all stripes and always takes the exact path with OR
 import random
 import time
 from collections import defaultdict
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -87,13 +90,19 @@ def contribute(*, player, bet: int, operation_id: str) -> ContributionResult:
     validate_operation_id(operation_id)
     player_id = _player_id(player)
     alias = router.db_for_write(Contribution)
+    connection = connections[alias]
     limit = settings.JACKPOT_MAX_RETRY_ATTEMPTS
     started = time.perf_counter()
     wait, exact, attempt = False, frozenset(), 0
     while True:
         attempt += 1
+        # The first attempt on PostgreSQL is one statement; outside a caller's transaction
+        # it is its own transaction (no BEGIN, no COMMIT round trip).
+        alone = (
+            attempt == 1 and connection.vendor == "postgresql" and not connection.in_atomic_block
+        )
         try:
-            with transaction.atomic(using=alias):
+            with nullcontext() if alone else transaction.atomic(using=alias):
                 contribution, replayed = _contribute_once(
                     alias, player_id, bet, operation_id, wait=wait, exact=exact
                 )
@@ -144,8 +153,11 @@ def _replay(existing: Contribution, player_id, bet: int) -> Contribution:
 def _contribute_once(
     alias: str, player_id, bet: int, operation_id: str, *, wait: bool, exact: frozenset
 ) -> tuple[Contribution, bool]:
-    """One attempt; the caller's `atomic()` rolls it back on any exception."""
+    """One attempt; the caller's `atomic()` rolls it back on any exception (or, for the first
+    attempt's single statement outside a transaction, the statement wrote nothing)."""
     postgres = connections[alias].vendor == "postgresql"
+    if postgres and not wait and not exact:
+        return _contribute_in_one_statement(alias, player_id, bet, operation_id)
     if postgres:
         stripes, applied = _claim(alias, operation_id, bet, wait=wait, exact=exact)
     else:
@@ -203,6 +215,48 @@ def _contribute_once(
     else:
         pk = _write_with_orm(alias, values, changes)
     contribution = Contribution(pk=pk, **values)
+    contribution._state.adding, contribution._state.db = False, alias
+    return contribution, False
+
+
+def _contribute_in_one_statement(
+    alias: str, player_id, bet: int, operation_id: str
+) -> tuple[Contribution, bool]:
+    """The common case, claim to write in `statements.CONTRIBUTE`; raises what the
+    two-statement attempt would for the cases it leaves to that path (so the caller runs it)."""
+    params = {
+        "op": operation_id,
+        "player": player_id,
+        "bet": bet,
+        "slot": random.randrange(STRIPES_PER_POOL),
+        "now": timezone.now(),
+    }
+    ((applied, claimed, rates_ok, exact, pk, *amounts),) = run(alias, statements.CONTRIBUTE, params)
+    if applied:
+        existing = Contribution.objects.using(alias).get(operation_id=operation_id)
+        return _replay(existing, player_id, bet), True
+    if pk is None:
+        if claimed < len(GROUPS):  # a pool without a free stripe (or without stripes)
+            toolkit_metrics.CONFLICTS.labels("jackpot.poolstripe").inc()
+            raise _StripesHeld()
+        if exact:
+            raise _NeedsExactCap(set(exact))
+        if not rates_ok:
+            raise ValueError("contribution rates add up to more than the whole bet")
+        raise AssertionError("the contribution statement wrote nothing and said no reason")
+    minor, major, mega, house, overflow = amounts
+    contribution = Contribution(
+        pk=pk,
+        operation_id=operation_id,
+        player_id=player_id,
+        bet=bet,
+        minor_amount=minor,
+        major_amount=major,
+        mega_amount=mega,
+        house_amount=house,
+        overflow_amount=overflow,
+        created_at=params["now"],
+    )
     contribution._state.adding, contribution._state.db = False, alias
     return contribution, False
 

@@ -23,6 +23,13 @@ Both return the locked row versions (a row updated after the statement's snapsho
 when it is locked), which is why everything a contribution needs from the configuration is on
 the stripe row itself (`rate_bp`, `ceiling`).
 
+`CONTRIBUTE` is the common case in one statement (and, outside a caller's transaction, one
+transaction): the `CLAIM_FREE` claim, the split and the caps computed in SQL as
+`jackpot.ledger.split_bet` and `contributions` compute them, and the write, made only when every
+pool had a free stripe and no capped part needs the exact path. Otherwise it writes nothing
+and its row says why (applied already, a pool without a free stripe, the groups to run
+exactly), and the attempt goes on the two-statement way.
+
 `write_sql(n)` is the write: one data-modifying CTE that inserts the contribution, updates the
 `n` changed stripes (already locked: nothing to wait for, nothing to check) and inserts one
 `contribution` ledger row per stripe that received money, its balance and version taken from
@@ -111,6 +118,76 @@ CONTRIBUTION_COLUMNS = (
     "overflow_amount",
     "created_at",
 )
+
+
+# Parameters (named): op, player, bet, slot, now.
+CONTRIBUTE = f"""
+WITH applied AS ({_APPLIED.replace("%s", "CAST(%(op)s AS text)")}),
+claimed AS (
+    SELECT g."group", {_COLUMNS} FROM (VALUES {_GROUPS}) AS g ("group")
+    CROSS JOIN LATERAL (
+        SELECT {_COLUMNS} FROM {_STRIPE} s
+        WHERE s.pool_id = (SELECT p.id FROM {_POOL} p
+                           WHERE p."group" = g."group" AND p.deleted_at IS NULL)
+        ORDER BY s.ceiling IS NOT NULL
+                 AND s.ceiling - s.amount < CAST(%(bet)s AS bigint) * s.rate_bp / {BP_SCALE},
+                 s.slot < CAST(%(slot)s AS integer), s.slot
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED
+    ) s
+    WHERE NOT (SELECT applied FROM applied)
+),
+parts AS (
+    SELECT c.*, CAST(%(bet)s AS bigint) * c.rate_bp / {BP_SCALE} AS part FROM claimed c
+),
+credits AS (
+    SELECT p.*,
+           CASE WHEN p.ceiling IS NULL THEN p.part ELSE least(p.part, p.ceiling - p.amount) END
+               AS credit,
+           CASE WHEN p.ceiling IS NOT NULL AND p.ceiling - p.amount < p.part THEN
+               (SELECT SUM(o.ceiling - o.amount) FROM {_STRIPE} o
+                 WHERE o.pool_id = p.pool_id AND o.id <> p.id)
+           END AS room_elsewhere
+      FROM parts p
+),
+decision AS (
+    SELECT count(*) AS claimed,
+           coalesce(sum(rate_bp), 0) <= {BP_SCALE} AS rates_ok,
+           array_remove(array_agg(CASE WHEN credit < part AND room_elsewhere > 0
+                                       THEN "group" END), NULL) AS exact
+      FROM credits
+),
+c AS (
+    INSERT INTO {_CONTRIBUTION} ({", ".join(CONTRIBUTION_COLUMNS)})
+    SELECT CAST(%(op)s AS text), CAST(%(player)s AS uuid), CAST(%(bet)s AS bigint),
+           sum(credit) FILTER (WHERE "group" = 'minor'),
+           sum(credit) FILTER (WHERE "group" = 'major'),
+           sum(credit) FILTER (WHERE "group" = 'mega'),
+           CAST(%(bet)s AS bigint) - sum(credit), sum(part) - sum(credit),
+           CAST(%(now)s AS timestamptz)
+      FROM credits
+    HAVING (SELECT claimed = {len(GROUPS)} AND rates_ok AND cardinality(exact) = 0
+              FROM decision)
+    RETURNING id, operation_id, player_id, created_at, minor_amount, major_amount,
+              mega_amount, house_amount, overflow_amount
+),
+s AS (
+    UPDATE {_STRIPE} t SET amount = t.amount + k.credit, version = t.version + 1
+      FROM credits k, c
+     WHERE t.id = k.id AND k.credit <> 0
+    RETURNING t.pool_id, t.slot, t.amount, t.version, k.credit
+),
+l AS (
+    INSERT INTO {_LEDGER} (pool_id, slot, kind, amount, balance_after, pool_version,
+                          operation_id, player_id, note, created_at)
+    SELECT s.pool_id, s.slot, 'contribution', s.credit, s.amount, s.version,
+           c.operation_id, c.player_id, '', c.created_at
+      FROM s CROSS JOIN c
+)
+SELECT a.applied, d.claimed, d.rates_ok, d.exact, c.id, c.minor_amount, c.major_amount,
+       c.mega_amount, c.house_amount, c.overflow_amount
+  FROM applied a CROSS JOIN decision d LEFT JOIN c ON true
+"""
 
 
 @functools.lru_cache(maxsize=64)

@@ -104,17 +104,46 @@ def test_a_ledger_row_must_name_an_existing_stripe(pools):
 
 
 @pytest.mark.postgres
-def test_an_attempt_is_one_claim_and_one_write(pools, player):
-    """The stripes are held from the claim to the commit: two statements."""
+def test_an_attempt_is_one_statement_from_claim_to_write(pools, player):
+    """The common case claims, splits and writes in one statement (its own transaction outside
+    a caller's): the stripes are held only for it and its commit."""
     with CaptureQueriesContext(connection) as captured:
         result = services.contribute(player=player, bet=40_000, operation_id="op-rt")
     statements = _statements(captured.captured_queries)
-    assert len(statements) == 2, statements
-    claim, write = statements
-    assert "SKIP LOCKED" in claim and "jackpot_pool" not in write
-    assert write.lstrip().startswith("WITH") and "UPDATE jackpot_stripe" in write
+    assert len(statements) == 1, statements
+    (statement,) = statements
+    assert "SKIP LOCKED" in statement and "UPDATE jackpot_stripe" in statement
     assert LedgerEntry.objects.filter(operation_id="op-rt").count() == 3
-    assert result.attempts == 1 and all_ok()
+    assert result.attempts == 1 and not result.replayed and all_ok()
+    contribution = result.contribution
+    stored = Contribution.objects.get(operation_id="op-rt")
+    assert contribution.pk == stored.pk and contribution.amounts == stored.amounts
+    assert (contribution.house_amount, contribution.overflow_amount) == (
+        stored.house_amount,
+        stored.overflow_amount,
+    )
+    again = services.contribute(player=player, bet=40_000, operation_id="op-rt")
+    assert again.replayed and again.contribution.pk == stored.pk and all_ok()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_retried_attempt_is_one_claim_and_one_write(pools, player, settings):
+    """A first attempt that found every minor stripe held wrote nothing; the next one waits
+    for a stripe and holds it from the claim to the commit: two statements."""
+    settings.JACKPOT_LOCK_TIMEOUT_MS = 5000
+    holder = Holder(pool__group="minor")
+    with holder:
+        threading.Timer(0.3, holder.release.set).start()
+        with CaptureQueriesContext(connection) as captured:
+            result = services.contribute(player=player, bet=40_000, operation_id="op-rt2")
+    assert result.attempts == 2
+    statements = [q for q in _statements(captured.captured_queries) if q not in ("BEGIN", "COMMIT")]
+    first, claim, write = statements
+    assert "SKIP LOCKED" in first and "UPDATE jackpot_stripe" in first
+    assert "FOR UPDATE" in claim and "SKIP LOCKED" not in claim
+    assert write.lstrip().startswith("WITH") and "UPDATE jackpot_stripe" in write
+    assert LedgerEntry.objects.filter(operation_id="op-rt2").count() == 3 and all_ok()
 
 
 class Holder:
