@@ -1,5 +1,6 @@
 """A contribution changes one stripe per pool; caps hold over stripes; locks are bounded."""
 
+import random
 import re
 import threading
 
@@ -8,7 +9,7 @@ from django.db import IntegrityError, connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
 from jackpot import services
-from jackpot.ledger import audit_pools
+from jackpot.ledger import audit_pools, split_bet
 from jackpot.models import STRIPES_PER_POOL, Contribution, JackpotPool, LedgerEntry, PoolStripe
 
 
@@ -124,6 +125,38 @@ def test_an_attempt_is_one_statement_from_claim_to_write(pools, player):
     )
     again = services.contribute(player=player, bet=40_000, operation_id="op-rt")
     assert again.replayed and again.contribution.pk == stored.pk and all_ok()
+
+
+@pytest.mark.postgres
+def test_the_one_statement_credits_what_the_python_rules_give(pools, player):
+    """Bets of every size until the capped pools are full: the statement's split and caps
+    against `split_bet` and the room of the stripe it credited, bet by bet."""
+    rng = random.Random(7)
+    rates = {g: p.contribution_rate_bp for g, p in pools.items()}
+    for i in range(150):
+        bet = rng.choice([1, 99, 100, 101, 9_999, 10_001]) if i < 12 else rng.randint(1, 10**9)
+        before = {g: {n: (s.amount, s.ceiling) for n, s in stripes(g).items()} for g in rates}
+        result = services.contribute(player=player, bet=bet, operation_id=f"op-prop-{i}")
+        c, parts = result.contribution, split_bet(bet, rates).parts
+        for group, credited in c.amounts.items():
+            assert 0 <= credited <= parts[group]
+            rows = LedgerEntry.objects.filter(operation_id=f"op-prop-{i}", pool__group=group)
+            if result.attempts == 1 and credited:
+                (row,) = rows
+                amount, ceiling = before[group][row.slot]
+                room = parts[group] if ceiling is None else ceiling - amount
+                assert credited == min(parts[group], room)
+            assert sum(r.amount for r in rows) == credited
+        assert c.overflow_amount == sum(parts.values()) - sum(c.amounts.values())
+        assert c.house_amount == bet - sum(c.amounts.values())
+        stored = Contribution.objects.get(pk=c.pk)
+        assert (stored.amounts, stored.house_amount, stored.overflow_amount) == (
+            c.amounts,
+            c.house_amount,
+            c.overflow_amount,
+        )
+    assert any(Contribution.objects.filter(overflow_amount__gt=0).values_list("pk", flat=True))
+    assert all_ok()
 
 
 @pytest.mark.postgres
