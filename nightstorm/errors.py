@@ -85,6 +85,25 @@ class LockUnavailable(DomainError):
     detail = "A lock could not be acquired in time; retry shortly."
 
 
+class DatabaseUnavailable(DomainError):
+    """The database could not be reached or dropped the session mid-request (a restart, a
+    failover, `pg_terminate_backend`): the transaction rolled back with the connection."""
+
+    code = "database_unavailable"
+    status = 503
+    detail = "The database is unavailable; retry shortly (with the same Idempotency-Key)."
+    retry_after = 1
+
+
+class RedisUnavailable(DomainError):
+    """Redis (the shared cache: throttle counters, read-your-writes marks) is unreachable."""
+
+    code = "redis_unavailable"
+    status = 503
+    detail = "Redis is unavailable; retry shortly."
+    retry_after = 1
+
+
 class LockLost(DomainError):
     """The lease expired or was taken over: the holder must stop writing."""
 

@@ -15,7 +15,7 @@ import random
 import time
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 
 from nightstorm import metrics
 from nightstorm.errors import Busy
@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 TRANSIENT_SQLSTATES = {"40001", "40P01"}
 LOCK_NOT_AVAILABLE = "55P03"
+# The session is gone: admin shutdown (pg_terminate_backend), crash shutdown, cannot connect
+# now; and the whole class 08 (connection exceptions).
+CONNECTION_LOST_SQLSTATES = {"57P01", "57P02", "57P03"}
 
 
 def sqlstate(exc: BaseException) -> str | None:
@@ -40,6 +43,18 @@ def is_transient(exc: BaseException) -> bool:
 
 def is_lock_timeout(exc: BaseException) -> bool:
     return isinstance(exc, DatabaseError) and sqlstate(exc) == LOCK_NOT_AVAILABLE
+
+
+def is_connection_lost(exc: BaseException) -> bool:
+    """The database dropped or refused the connection: the server said so (SQLSTATE 57P01-03,
+    class 08), or the driver found its socket closed (a psycopg error without a SQLSTATE)."""
+    if not isinstance(exc, OperationalError | InterfaceError):
+        return False
+    state = sqlstate(exc)
+    if state is not None:
+        return state.startswith("08") or state in CONNECTION_LOST_SQLSTATES
+    cause = exc.__cause__
+    return isinstance(exc, InterfaceError) or type(cause).__module__.startswith("psycopg")
 
 
 def backoff_delay(attempt: int, base_ms: int, max_ms: int | None = None) -> float:

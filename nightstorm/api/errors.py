@@ -1,22 +1,33 @@
 """One error shape for the whole API: `{"code": "<snake_case>", "detail": "<sentence>"}`.
 
-DRF's exceptions, our `DomainError`s, Django's 404 and permission errors, a row-lock timeout
-and anything unexpected all come out in this shape, with field errors under `"fields"`.
+DRF's exceptions, our `DomainError`s, Django's 404 and permission errors, a row-lock timeout,
+a lost database connection or an unreachable Redis (503) and anything unexpected all come out
+in this shape, with field errors under `"fields"`.
 """
 
 import functools
 import logging
 
+import redis
 from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError, DataError, OperationalError
 from django.http import Http404, JsonResponse
+from django_redis.exceptions import ConnectionInterrupted
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
-from nightstorm.errors import Busy, DomainError
-from nightstorm.transactions import is_lock_timeout, is_transient
+from nightstorm.errors import Busy, DatabaseUnavailable, DomainError, RedisUnavailable
+from nightstorm.transactions import is_connection_lost, is_lock_timeout, is_transient
 
 log = logging.getLogger(__name__)
+
+# Redis unreachable, timing out, failing over (a demoted primary answers READONLY).
+_REDIS_DOWN = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.ReadOnlyError,
+    ConnectionInterrupted,
+)
 
 
 def _first_message(data):
@@ -38,6 +49,15 @@ def error_body(code: str, detail: str, fields=None) -> dict:
 def exception_handler(exc, context):
     """DRF's EXCEPTION_HANDLER: map every exception to the contract's JSON body."""
     headers = {}
+    if isinstance(exc, DatabaseError) and is_connection_lost(exc):
+        # The transaction died with its connection; Django opens a new one for the next query.
+        log.warning("database connection lost: %s", exc)
+        exc = DatabaseUnavailable()
+    elif isinstance(exc, _REDIS_DOWN):
+        # The throttles count in the default cache (Redis), before the view runs: a request
+        # refused there has changed nothing.
+        log.warning("Redis unavailable: %s", exc)
+        exc = RedisUnavailable()
     if isinstance(exc, DomainError):
         if exc.retry_after is not None:
             headers["Retry-After"] = str(exc.retry_after)

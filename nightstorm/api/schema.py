@@ -47,7 +47,8 @@ _DESCRIPTIONS = {
     428: "`If-Match` is required (`precondition_required`).",
     429: "Throttled (`throttled`): retry after `Retry-After` seconds.",
     503: "Busy or a store is unavailable (`busy`, `lock_unavailable`, `store_unavailable`, "
-    "`jackpot_contended`); nothing changed, retry after `Retry-After` seconds.",
+    "`jackpot_contended`, `database_unavailable`, `redis_unavailable`); nothing changed, retry "
+    "after `Retry-After` seconds.",
 }
 
 # --- headers --------------------------------------------------------------------------------

@@ -223,7 +223,44 @@ def test_an_escaped_deadlock_is_503_busy_not_500(client):
 
 
 @pytest.mark.urls("tests.nightstorm.urls")
+@pytest.mark.parametrize(
+    ("path", "code"),
+    [
+        ("/test/connection-lost/", "database_unavailable"),
+        ("/test/redis-down/", "redis_unavailable"),
+    ],
+)
+def test_a_lost_database_connection_or_redis_is_503_not_500(client, path, code):
+    """tests/faults provokes both for real (pg_terminate_backend, a stopped redis-server)."""
+    response = client.get(path)
+    assert response.status_code == 503
+    assert response.json()["code"] == code
+    assert response["Retry-After"] == "1"
+
+
+@pytest.mark.urls("tests.nightstorm.urls")
 def test_a_value_the_database_refuses_is_400(client):
     response = client.get("/test/data-error/")
     assert response.status_code == 400
     assert response.json()["code"] == "invalid_value"
+
+
+def test_only_a_dropped_or_refused_connection_counts_as_lost():
+    from django.db import IntegrityError, InterfaceError, OperationalError
+
+    from nightstorm.transactions import is_connection_lost
+
+    def raised(error, sqlstate=None):
+        cause = type("Cause", (Exception,), {"sqlstate": sqlstate})()
+        try:
+            raise error("boom") from cause
+        except Exception as exc:
+            return exc
+
+    for state in ("57P01", "57P02", "57P03", "08006", "08001"):
+        assert is_connection_lost(raised(OperationalError, state)), state
+    assert is_connection_lost(InterfaceError("connection already closed"))
+    for state in ("40P01", "40001", "55P03", "23505"):
+        assert not is_connection_lost(raised(OperationalError, state)), state
+    assert not is_connection_lost(OperationalError("database is locked"))  # SQLite: busy
+    assert not is_connection_lost(raised(IntegrityError, "08006"))

@@ -37,12 +37,31 @@ class DataErrorView(Crash):
         raise DataError("value out of range")
 
 
+class ConnectionLost(Crash):
+    def get(self, request):
+        from django.db import OperationalError
+
+        class Cause(Exception):
+            sqlstate = "57P01"  # admin_shutdown: pg_terminate_backend
+
+        raise OperationalError("terminating connection due to administrator command") from Cause()
+
+
+class RedisDown(Crash):
+    def get(self, request):
+        import redis
+
+        raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+
 urlpatterns = [
     *real,
     path("test/protected/", Protected.as_view()),
     path("test/crash/", Crash.as_view()),
     path("test/deadlock/", Deadlocked.as_view()),
     path("test/data-error/", DataErrorView.as_view()),
+    path("test/connection-lost/", ConnectionLost.as_view()),
+    path("test/redis-down/", RedisDown.as_view()),
 ]
 
 handler404 = "nightstorm.api.errors.json_404"
