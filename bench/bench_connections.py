@@ -6,6 +6,8 @@ Uses the Redis of REDIS_URL (a database of its own: the benchmark empties it bef
 """
 
 import json
+import multiprocessing
+import os
 import statistics
 import threading
 import time
@@ -15,6 +17,8 @@ from bench.common import Row, latencies_ms, percentile, rate
 CONNECTIONS = 10_000
 SAMPLES = 3000
 THREADS = 8
+# Web workers are processes (gunicorn's), each with request threads.
+PROCESSES = int(os.environ.get("BENCH_CONNECTIONS_PROCESSES", "4"))
 
 
 def _legacy_doc(handle: int) -> str:
@@ -86,6 +90,29 @@ def _threads_rate(fn, seconds: float = 2.0) -> float:
     for t in threads:
         t.join()
     return sum(counts) / (time.perf_counter() - started)
+
+
+def _processes_rate(make_call, seconds: float = 2.0) -> float:
+    """PROCESSES forked processes at once, each running `_threads_rate` on the call
+    `make_call(process_index)` returns: the calls per second of them all together."""
+    ctx = multiprocessing.get_context("fork")
+    start, results = ctx.Barrier(PROCESSES), ctx.Queue()
+
+    def child(index: int) -> None:
+        call = make_call(index)
+        start.wait(timeout=60)
+        results.put(_threads_rate(lambda i: call(), seconds))
+        results.close()
+        results.join_thread()
+        os._exit(0)  # no interpreter teardown in a forked copy of the benchmark
+
+    procs = [ctx.Process(target=child, args=(i,)) for i in range(PROCESSES)]
+    for proc in procs:
+        proc.start()
+    total = sum(results.get(timeout=120) for _ in procs)
+    for proc in procs:
+        proc.join(timeout=60)
+    return total
 
 
 def run() -> list[Row]:
@@ -310,6 +337,44 @@ def run() -> list[Row]:
                 goal=10_000,
                 goal_is_absolute=True,
                 note="SharedConnections.register group commit; raw = MULTI HSET+SADD per call",
+            )
+        )
+
+        # The same across web workers: PROCESSES processes of THREADS threads. Raw: the same
+        # processes and threads, each call its own MULTI pipeline.
+        def raw_in(index: int):
+            handles = iter(range(600_000_000 + index * 10_000_000, 10**10))
+
+            def call():
+                handle, now = next(handles), encode_time(time.time())
+                pipe = client.pipeline(transaction=True)
+                pipe.hset(
+                    conn_key(handle),
+                    mapping={
+                        "state": "connected",
+                        "protocol": "telnet",
+                        "remote_addr": "203.0.113.17",
+                        "connected_at": now,
+                        "last_signal": now,
+                    },
+                )
+                pipe.sadd(HANDLES_KEY, handle)
+                pipe.execute()
+
+            return call
+
+        web_procs = _processes_rate(lambda index: web_register)
+        raw_procs = _processes_rate(raw_in)
+        rows.append(
+            Row(
+                f"connections: web registrations/s, {PROCESSES} processes x {THREADS} threads",
+                "ops/s",
+                web_procs,
+                raw_procs,
+                goal=10_000,
+                goal_is_absolute=True,
+                note="as web workers: each process's threads share round trips (group commit); "
+                "raw = MULTI HSET+SADD per call in the same processes and threads",
             )
         )
         service.close()
