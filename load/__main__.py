@@ -177,6 +177,7 @@ def main(argv=None) -> int:
                 plan=plan_path,
                 out=run_dir,
                 p99_ms=args.p99_ms,
+                cpu_seconds=procs.cpu_seconds,
             )
             stages.append(stage)
             log(f"load:   {report.stage_line(stage)}")

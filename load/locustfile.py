@@ -80,6 +80,7 @@ class Tally:
 
     def reset(self):
         """Start the measured window (statuses and outcomes count from here)."""
+        self.cpu_warning = False  # locust itself above 90 % of a core: the figures are its own
         self.started = time.time()
         self.stopped = None
         self.statuses: dict[str, Counter] = defaultdict(Counter)
@@ -97,6 +98,11 @@ def _measure_from_here(user_count, **kwargs):
 @events.test_stop.add_listener
 def _stopped(environment, **kwargs):
     TALLY.stopped = time.time()
+
+
+@events.cpu_warning.add_listener
+def _generator_saturated(environment, cpu_usage, **kwargs):
+    TALLY.cpu_warning = True
 
 
 @events.request.add_listener
@@ -492,6 +498,7 @@ def _write_summary(environment, **kwargs):
         "statuses": {k: dict(v) for k, v in TALLY.statuses.items()},
         "outcomes": {k: dict(v) for k, v in TALLY.outcomes.items()},
         "errors": errors,
+        "locust_cpu_warning": TALLY.cpu_warning,
         "contribution_keys": TALLY.contribution_keys,
         "win_keys": TALLY.win_keys,
     }

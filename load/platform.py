@@ -95,6 +95,22 @@ class Processes:
             time.sleep(0.3)
         raise RuntimeError(f"{name} did not come up:\n{self.tail(name)}")
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user + system) used so far by the live processes of each process group
+        (gunicorn's workers with their master, the cluster's workers, …); Linux only."""
+        tick = os.sysconf("SC_CLK_TCK")
+        groups = {proc.pid: name for name, proc in self.procs.items()}
+        used = dict.fromkeys(self.procs, 0.0)
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rpartition(")")[2].split()
+            except OSError:
+                continue  # gone meanwhile
+            name = groups.get(int(fields[2]))  # the process group
+            if name is not None:
+                used[name] += (int(fields[11]) + int(fields[12])) / tick
+        return used
+
     def alive(self) -> dict[str, bool]:
         return {name: proc.poll() is None for name, proc in self.procs.items()}
 

@@ -97,10 +97,11 @@ def render(result: Result) -> str:
         f"run_gateway on PostgreSQL {args.database_url.rsplit('/', 1)[-1]} and Redis "
         f"{args.redis_url.rsplit('/', 1)[-1] or '0'}",
         f"step ramp: stages of {seconds:.0f} s (measured from the end of spawning); a stage "
-        f"passes with no failed request and p99 <= {args.p99_ms:.0f} ms",
+        f"passes with no failed request and p99 <= {args.p99_ms:.0f} ms; times in ms; load: "
+        "the machine's 1-minute load average at the stage's end",
         "",
         f"{'stage':>5} {'users':>6} {'req/s':>8} {'p50':>5} {'p95':>5} {'p99':>5} {'5xx':>5} "
-        f"{'errors':>7}  result",
+        f"{'errors':>7}  {'load':>5}  result",
     ]
     for s in result.stages:
         t = s.total
@@ -109,8 +110,9 @@ def render(result: Result) -> str:
             continue
         lines.append(
             f"{s.index:>5} {s.users:>6} {t['rps']:>8.1f} {_ms(t['p50']):>5} {_ms(t['p95']):>5} "
-            f"{_ms(t['p99']):>5} {s.server_errors:>5} {s.failures:>7}  "
+            f"{_ms(t['p99']):>5} {s.server_errors:>5} {s.failures:>7}  {s.loadavg:>5.1f}  "
             f"{'pass' if s.passed else 'FAIL'}"
+            + ("  (locust above 90 % CPU)" if s.summary.get("locust_cpu_warning") else "")
         )
     not_run = result.args.stages[len(result.stages) :]
     if not_run:
@@ -127,10 +129,11 @@ def render(result: Result) -> str:
     for s in result.stages:
         if not s.measured:
             continue
+        cpu = ", ".join(f"{name} {share:.2f}" for name, share in s.cpu.items())
         lines += [
             "",
             f"stage {s.index}, {s.users} users, measured {s.summary['seconds']:.0f} s "
-            "(times in ms):",
+            f"(times in ms); cores busy: {cpu}:",
             *_endpoint_table(s),
         ]
     lines += ["", "invariants:"]
@@ -158,6 +161,8 @@ def as_json(result: Result) -> dict:
                 "users": s.users,
                 "passed": s.passed,
                 "server_errors": s.server_errors,
+                "loadavg": s.loadavg,
+                "cpu_cores": s.cpu,
                 "html": str(s.html),
                 **{k: v for k, v in s.summary.items() if not k.endswith("_keys")},
             }

@@ -2,8 +2,10 @@
 
 import json
 import os
+import resource
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +22,8 @@ class Stage:
     summary: dict = field(default_factory=dict)
     exit_code: int | None = None
     log: str = ""
+    loadavg: float = 0.0
+    cpu: dict = field(default_factory=dict)
 
     @property
     def total(self) -> dict:
@@ -54,7 +58,15 @@ class Stage:
 
 
 def run_stage(
-    *, index: int, users: int, seconds: float, host: str, plan: Path, out: Path, p99_ms: float
+    *,
+    index: int,
+    users: int,
+    seconds: float,
+    host: str,
+    plan: Path,
+    out: Path,
+    p99_ms: float,
+    cpu_seconds=dict,
 ) -> Stage:
     name = f"stage-{index}-{users}u"
     stage = Stage(index, users, seconds, p99_ms, html=out / f"{name}.html")
@@ -92,10 +104,22 @@ def run_stage(
         "LOAD_SUMMARY": str(summary),
     }
     log_path = out / "logs" / f"{name}-locust.log"
+    before, children = cpu_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
     with open(log_path, "wb") as log:
         proc = subprocess.run(
             argv, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=seconds + 120, check=False
         )
+    wall = time.monotonic() - started
+    stage.loadavg = os.getloadavg()[0]  # the machine's 1-minute load at the stage's end
+    after = cpu_seconds()
+    # Cores each process kind kept busy over the stage (spawning included); locust's from the
+    # resources of the child just waited for.
+    stage.cpu = {name: (after[name] - before.get(name, 0.0)) / wall for name in after}
+    done = resource.getrusage(resource.RUSAGE_CHILDREN)
+    stage.cpu["locust"] = (
+        done.ru_utime + done.ru_stime - children.ru_utime - children.ru_stime
+    ) / wall
     stage.exit_code = proc.returncode
     stage.log = log_path.read_text(errors="replace")[-3000:]
     if summary.exists():

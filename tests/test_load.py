@@ -90,6 +90,6 @@ def test_the_load_runner_runs_one_stage_and_checks_the_invariants(tmp_path):
         assert invariants[name]["ok"], invariants[name]
     assert all(i["ok"] for i in results["invariants"]), results["invariants"]
 
-    assert "stage  users    req/s" in proc.stdout
+    assert "stage  users    req/s   p50   p95   p99" in proc.stdout
     assert "highest passing stage" in proc.stdout
     assert "invariants:" in proc.stdout
