@@ -24,6 +24,7 @@ def free_port() -> int:
 class Processes:
     def __init__(self, env: dict[str, str], logs: Path, *, web_workers: int, web_threads: int):
         self.env = env
+        self.database = env["DATABASE_URL"].rsplit("/", 1)[-1].split("?")[0]
         self.logs = logs
         self.web_workers, self.web_threads = web_workers, web_threads
         self.procs: dict[str, subprocess.Popen] = {}
@@ -97,18 +98,29 @@ class Processes:
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU time (user + system) used so far by the live processes of each process group
-        (gunicorn's workers with their master, the cluster's workers, …); Linux only."""
+        (gunicorn's workers with their master, the cluster's workers, …), by the PostgreSQL
+        backends of the run's database (`postgres`), and by the whole machine (`machine`, from
+        /proc/stat). Linux only; empty elsewhere."""
+        if not Path("/proc/stat").exists():
+            return {}
         tick = os.sysconf("SC_CLK_TCK")
         groups = {proc.pid: name for name, proc in self.procs.items()}
-        used = dict.fromkeys(self.procs, 0.0)
+        used = dict.fromkeys([*self.procs, "postgres"], 0.0)
+        backend = f" {self.database} ".encode()
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
                 fields = stat.read_text().rpartition(")")[2].split()
+                name = groups.get(int(fields[2]))  # the process group
+                if name is None and stat.read_text().startswith(f"{stat.parent.name} (postgres)"):
+                    title = (stat.parent / "cmdline").read_bytes()
+                    name = "postgres" if backend in title else None
             except OSError:
                 continue  # gone meanwhile
-            name = groups.get(int(fields[2]))  # the process group
             if name is not None:
                 used[name] += (int(fields[11]) + int(fields[12])) / tick
+        busy = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        # user nice system idle iowait irq softirq steal: all but idle and iowait
+        used["machine"] = sum(int(busy[i]) for i in (0, 1, 2, 5, 6, 7)) / tick
         return used
 
     def alive(self) -> dict[str, bool]:

@@ -115,11 +115,14 @@ def run_stage(
     after = cpu_seconds()
     # Cores each process kind kept busy over the stage (spawning included); locust's from the
     # resources of the child just waited for.
-    stage.cpu = {name: (after[name] - before.get(name, 0.0)) / wall for name in after}
+    cpu = {name: (after[name] - before.get(name, 0.0)) / wall for name in after}
     done = resource.getrusage(resource.RUSAGE_CHILDREN)
-    stage.cpu["locust"] = (
-        done.ru_utime + done.ru_stime - children.ru_utime - children.ru_stime
-    ) / wall
+    cpu["locust"] = (done.ru_utime + done.ru_stime - children.ru_utime - children.ru_stime) / wall
+    machine = cpu.pop("machine", None)
+    if machine is not None:
+        # Everything else on the machine: other work sharing its cores.
+        cpu["others"] = max(0.0, machine - sum(cpu.values()))
+    stage.cpu = cpu
     stage.exit_code = proc.returncode
     stage.log = log_path.read_text(errors="replace")[-3000:]
     if summary.exists():
