@@ -96,16 +96,16 @@ class Processes:
             time.sleep(0.3)
         raise RuntimeError(f"{name} did not come up:\n{self.tail(name)}")
 
-    def cpu_seconds(self) -> dict[str, float]:
-        """CPU time (user + system) used so far by the live processes of each process group
-        (gunicorn's workers with their master, the cluster's workers, …), by the PostgreSQL
-        backends of the run's database (`postgres`), and by the whole machine (`machine`, from
-        /proc/stat). Linux only; empty elsewhere."""
+    def cpu_seconds(self) -> dict[tuple[str, int], float]:
+        """CPU time (user + system) used so far by each live process, keyed (kind, pid): the
+        process groups we started (gunicorn's workers with their master, the cluster's workers,
+        …), the PostgreSQL backends of the run's database (`postgres`), and the whole machine
+        (`machine`, from /proc/stat). Linux only; empty elsewhere."""
         if not Path("/proc/stat").exists():
             return {}
         tick = os.sysconf("SC_CLK_TCK")
         groups = {proc.pid: name for name, proc in self.procs.items()}
-        used = dict.fromkeys([*self.procs, "postgres"], 0.0)
+        used: dict[tuple[str, int], float] = {}
         backend = f" {self.database} ".encode()
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
@@ -117,10 +117,10 @@ class Processes:
             except OSError:
                 continue  # gone meanwhile
             if name is not None:
-                used[name] += (int(fields[11]) + int(fields[12])) / tick
+                used[name, int(stat.parent.name)] = (int(fields[11]) + int(fields[12])) / tick
         busy = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
         # user nice system idle iowait irq softirq steal: all but idle and iowait
-        used["machine"] = sum(int(busy[i]) for i in (0, 1, 2, 5, 6, 7)) / tick
+        used["machine", 0] = sum(int(busy[i]) for i in (0, 1, 2, 5, 6, 7)) / tick
         return used
 
     def alive(self) -> dict[str, bool]:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from load.stages import Stage
 
+CPU_ORDER = ["web", "postgres", "qcluster", "orchestrator", "gateway", "locust", "others"]
+
 
 def warm_up(url: str, token: str, rounds: int = 10) -> None:
     """A few requests per path, so the first stage does not pay the workers' first imports."""
@@ -129,7 +131,8 @@ def render(result: Result) -> str:
     for s in result.stages:
         if not s.measured:
             continue
-        cpu = ", ".join(f"{name} {share:.2f}" for name, share in s.cpu.items())
+        kinds = sorted(s.cpu, key=lambda k: (CPU_ORDER.index(k) if k in CPU_ORDER else 99, k))
+        cpu = ", ".join(f"{name} {s.cpu[name]:.2f}" for name in kinds)
         lines += [
             "",
             f"stage {s.index}, {s.users} users, measured {s.summary['seconds']:.0f} s "

@@ -113,9 +113,13 @@ def run_stage(
     wall = time.monotonic() - started
     stage.loadavg = os.getloadavg()[0]  # the machine's 1-minute load at the stage's end
     after = cpu_seconds()
-    # Cores each process kind kept busy over the stage (spawning included); locust's from the
-    # resources of the child just waited for.
-    cpu = {name: (after[name] - before.get(name, 0.0)) / wall for name in after}
+    # Cores each kind of process kept busy over the stage (spawning included): per process,
+    # what it used since the first reading (all of it if it started since; a process that
+    # exited during the stage takes its last share with it); locust's from the resources of
+    # the child just waited for.
+    cpu: dict[str, float] = {}
+    for (kind, pid), seconds_used in after.items():
+        cpu[kind] = cpu.get(kind, 0.0) + (seconds_used - before.get((kind, pid), 0.0)) / wall
     done = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu["locust"] = (done.ru_utime + done.ru_stime - children.ru_utime - children.ru_stime) / wall
     machine = cpu.pop("machine", None)
