@@ -205,9 +205,7 @@ def main(argv=None) -> int:
     if opener.error is not None:
         checks.append(("storms opened", False, repr(opener.error)))
     stopped_badly = {
-        name: code
-        for name, code in codes.items()
-        if code != 0 or not alive_at_end.get(name) or not stages
+        name: code for name, code in codes.items() if code != 0 or not alive_at_end.get(name)
     }
     checks.append(
         (
