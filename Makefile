@@ -7,13 +7,18 @@ PYTHON ?= python3
 
 PG_URL ?= postgres://postgres@127.0.0.1:5432/nightstorm
 BENCH_PG_URL ?= postgres://postgres@127.0.0.1:5432/nightstorm_bench
+LOAD_PG_URL ?= postgres://postgres@127.0.0.1:5432/nightstorm_load
+LOAD_REDIS_URL ?= redis://127.0.0.1:6379/13
+# `make load`: seconds of workload split over the stages (users per stage, comma-separated).
+LOAD_SECONDS ?= 180
+LOAD_STAGES ?= 16,32,64,96,128,160
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 SQLITE_TEST_NAME ?= $(CURDIR)/.test-sqlite.sqlite3
 PYTEST_ARGS ?=
 # `make test` measures coverage across both runs and prints the report at the end.
 COVERAGE ?=
 
-.PHONY: install run test test-postgres test-sqlite services bench lint format clean
+.PHONY: install run test test-postgres test-sqlite services bench load lint format clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,6 +56,15 @@ bench: install services
 	  SECURE_SSL_REDIRECT=0 THROTTLE_ANON=100000000/min THROTTLE_AUTH=100000000/min \
 	  THROTTLE_USER=100000000/min THROTTLE_REGISTER=100000000/min $(PY) -m bench
 
+# Every process (gunicorn, qcluster, orchestrator, gateway) under a mixed locust workload, as a
+# step ramp; then the invariants. Reports under .load/ (see docs/operations.md, "Load").
+load: install services
+	DATABASE_URL=$(LOAD_PG_URL) REDIS_URL=$(LOAD_REDIS_URL) DEBUG=0 \
+	  SECRET_KEY=load-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz \
+	  SECURE_SSL_REDIRECT=0 THROTTLE_ANON=100000000/min THROTTLE_AUTH=100000000/min \
+	  THROTTLE_USER=100000000/min THROTTLE_REGISTER=100000000/min DB_CONN_MAX_AGE=60 \
+	  LOAD_SECONDS=$(LOAD_SECONDS) LOAD_STAGES=$(LOAD_STAGES) $(PY) -m load
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -60,4 +74,4 @@ format: install
 	$(VENV)/bin/ruff format .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache staticfiles .screenshots $(SQLITE_TEST_NAME) .coverage
+	rm -rf $(VENV) .pytest_cache .ruff_cache staticfiles .screenshots $(SQLITE_TEST_NAME) .coverage .load
