@@ -116,16 +116,15 @@ def _uuid_param(value):
 def _state(player_id, combat_id, now: datetime, *, lock: bool):
     player = Player._meta.pk.get_db_prep_value(player_id, connection)
     combat = _uuid_param(combat_id)
-    with connection.cursor() as cursor:
-        if lock and connection.features.has_select_for_update:
-            # The lock is its own statement: in READ COMMITTED a statement that waited for a
-            # row lock still reads every other table as of its start, so a check folded into
-            # the locking SELECT would miss the journey whose commit it waited for.
-            cursor.execute(_LOCK_PLAYER_SQL, [player, str(settings.NIGHTSTORM_LOCK_TIMEOUT_MS)])
-        cursor.execute(
-            _STATE_SQL, [connection.ops.adapt_datetimefield_value(now), combat, combat, player]
-        )
-        return cursor.fetchone()
+    if lock and connection.features.has_select_for_update:
+        # The lock is its own statement: in READ COMMITTED a statement that waited for a row
+        # lock still reads every other table as of its start, so a check folded into the
+        # locking SELECT would miss the journey whose commit it waited for.
+        timeout = str(settings.NIGHTSTORM_LOCK_TIMEOUT_MS)
+        sql.run(connection.alias, _LOCK_PLAYER_SQL, [player, timeout])
+    at = connection.ops.adapt_datetimefield_value(now)
+    rows = sql.run(connection.alias, _STATE_SQL, [at, combat, combat, player])
+    return rows[0] if rows else None
 
 
 def _check(row) -> None:
@@ -152,11 +151,8 @@ def _check(row) -> None:
 
 
 def _claim_seat(combat_id, now: datetime) -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _CLAIM_SQL, [connection.ops.adapt_datetimefield_value(now), _uuid_param(combat_id)]
-        )
-        return cursor.rowcount == 1
+    at = connection.ops.adapt_datetimefield_value(now)
+    return sql.run_count(connection.alias, _CLAIM_SQL, [at, _uuid_param(combat_id)]) == 1
 
 
 def _take_seat(player_id, combat_id, now: datetime) -> Registration | None:

@@ -43,6 +43,7 @@ from rest_framework.response import Response
 from nightstorm import metrics
 from nightstorm.errors import IdempotencyInProgress, IdempotencyKeyReused, InvalidInput
 from nightstorm.models import IdempotencyRecord
+from nightstorm.sql import run, run_count
 from nightstorm.transactions import backoff_delay, busy_on_lock_timeout, is_transient, sqlstate
 
 HEADER = "Idempotency-Key"
@@ -147,10 +148,8 @@ def _insert_claim(scope: str, key: str, fingerprint: str, token: str, now) -> in
         "created_at": now,
     }
     params = [f.get_db_prep_save(values[f.name], connection) for f in fields]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
-    return row[0] if row else None
+    rows = run(connection.alias, sql, params)
+    return rows[0][0] if rows else None
 
 
 def _lease() -> timedelta:
@@ -220,9 +219,7 @@ def _store(held: Claim, response) -> bool:
         held.record_id,
         held.token,
     ]
-    with transaction.mark_for_rollback_on_error(connection.alias), connection.cursor() as cursor:
-        cursor.execute(_store_sql(connection.alias), params)
-        return cursor.rowcount == 1
+    return run_count(connection.alias, _store_sql(connection.alias), params) == 1
 
 
 def _release(held: Claim) -> None:

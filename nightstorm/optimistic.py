@@ -8,12 +8,13 @@ do then is the caller's call: an API answers 412 `version_conflict`, a service r
 
 import functools
 
-from django.db import connections, models, router, transaction
+from django.db import connections, models, router
 from django.db.models import F
 from django.utils import timezone
 
 from nightstorm import metrics
 from nightstorm.errors import ConcurrencyConflict
+from nightstorm.sql import run_count
 
 
 def update_versioned(model, pk, expected_version: int, /, **changes) -> int:
@@ -77,6 +78,4 @@ def _fast_update(model, pk, expected_version: int, changes: dict) -> int:
     sql, targets = _update_sql(model, tuple(changes), connection.alias)
     params = [f.get_db_prep_save(changes[f.name], connection) for f in targets]
     params += [model._meta.pk.get_db_prep_value(pk, connection), expected_version]
-    with transaction.mark_for_rollback_on_error(connection.alias), connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.rowcount
+    return run_count(connection.alias, sql, params)

@@ -41,6 +41,13 @@ def run(alias: str, sql: str, params) -> list[tuple]:
         return cursor.fetchall() if cursor.description else []
 
 
+def run_count(alias: str, sql: str, params) -> int:
+    """`run` for a statement that returns no rows: how many rows it changed."""
+    with transaction.mark_for_rollback_on_error(alias), connections[alias].cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
+
+
 class CompiledQuery:
     """A queryset whose SQL the ORM builds once per database, run again with other values.
 
