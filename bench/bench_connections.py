@@ -281,22 +281,26 @@ def run() -> list[Row]:
         def web_register():
             web.register(protocol="telnet", remote_addr="203.0.113.17")
 
-        def raw_register():
-            handle = next(raw_handles)
-            now = encode_time(time.time())
-            pipe = client.pipeline(transaction=True)
-            pipe.hset(
-                conn_key(handle),
-                mapping={
-                    "state": "connected",
-                    "protocol": "telnet",
-                    "remote_addr": "203.0.113.17",
-                    "connected_at": now,
-                    "last_signal": now,
-                },
-            )
-            pipe.sadd(HANDLES_KEY, handle)
-            pipe.execute()
+        def raw_register_in(handles):
+            def call():
+                handle, now = next(handles), encode_time(time.time())
+                pipe = client.pipeline(transaction=True)
+                pipe.hset(
+                    conn_key(handle),
+                    mapping={
+                        "state": "connected",
+                        "protocol": "telnet",
+                        "remote_addr": "203.0.113.17",
+                        "connected_at": now,
+                        "last_signal": now,
+                    },
+                )
+                pipe.sadd(HANDLES_KEY, handle)
+                pipe.execute()
+
+            return call
+
+        raw_register = raw_register_in(raw_handles)
 
         ours_rates, web_rates, raw_rates = [], [], []
         for _ in range(4):  # interleaved rounds; best of each
@@ -343,25 +347,7 @@ def run() -> list[Row]:
         # The same across web workers: PROCESSES processes of THREADS threads. Raw: the same
         # processes and threads, each call its own MULTI pipeline.
         def raw_in(index: int):
-            handles = iter(range(600_000_000 + index * 10_000_000, 10**10))
-
-            def call():
-                handle, now = next(handles), encode_time(time.time())
-                pipe = client.pipeline(transaction=True)
-                pipe.hset(
-                    conn_key(handle),
-                    mapping={
-                        "state": "connected",
-                        "protocol": "telnet",
-                        "remote_addr": "203.0.113.17",
-                        "connected_at": now,
-                        "last_signal": now,
-                    },
-                )
-                pipe.sadd(HANDLES_KEY, handle)
-                pipe.execute()
-
-            return call
+            return raw_register_in(iter(range(600_000_000 + index * 10_000_000, 10**10)))
 
         web_procs = _processes_rate(lambda index: web_register)
         raw_procs = _processes_rate(raw_in)

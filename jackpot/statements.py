@@ -74,21 +74,26 @@ FROM ({_APPLIED}) a LEFT JOIN ({{claimed}}) c ON true
 _COLUMNS = "s.id, s.pool_id, s.slot, s.amount, s.version, s.rate_bp, s.ceiling"
 _GROUPS = ", ".join(f"('{group}')" for group in GROUPS)
 
-# Parameters: operation id, bet, first slot.
-CLAIM_FREE = _OUTER.format(
-    claimed=f"""
+
+def _free_stripes(bet: str, slot: str) -> str:
+    """For each pool, the first stripe nobody holds, locked; `bet` and `slot` are the
+    placeholders of the bet and of the slot the scan starts at."""
+    return f"""
     SELECT g."group", {_COLUMNS} FROM (VALUES {_GROUPS}) AS g ("group")
     CROSS JOIN LATERAL (
         SELECT {_COLUMNS} FROM {_STRIPE} s
         WHERE s.pool_id = (SELECT p.id FROM {_POOL} p
                            WHERE p."group" = g."group" AND p.deleted_at IS NULL)
         ORDER BY s.ceiling IS NOT NULL
-                 AND s.ceiling - s.amount < CAST(%s AS bigint) * s.rate_bp / {BP_SCALE},
-                 s.slot < %s, s.slot
+                 AND s.ceiling - s.amount < CAST({bet} AS bigint) * s.rate_bp / {BP_SCALE},
+                 s.slot < {slot}, s.slot
         LIMIT 1
         FOR UPDATE SKIP LOCKED
     ) s"""
-)
+
+
+# Parameters: operation id, bet, first slot.
+CLAIM_FREE = _OUTER.format(claimed=_free_stripes("%s", "%s"))
 
 # Parameters: operation id, slot, groups of the exact path (an array), lock timeout ('<n>ms').
 CLAIM_LOCKED = _OUTER.format(
@@ -123,18 +128,7 @@ CONTRIBUTION_COLUMNS = (
 # Parameters (named): op, player, bet, slot, now.
 CONTRIBUTE = f"""
 WITH applied AS ({_APPLIED.replace("%s", "CAST(%(op)s AS text)")}),
-claimed AS (
-    SELECT g."group", {_COLUMNS} FROM (VALUES {_GROUPS}) AS g ("group")
-    CROSS JOIN LATERAL (
-        SELECT {_COLUMNS} FROM {_STRIPE} s
-        WHERE s.pool_id = (SELECT p.id FROM {_POOL} p
-                           WHERE p."group" = g."group" AND p.deleted_at IS NULL)
-        ORDER BY s.ceiling IS NOT NULL
-                 AND s.ceiling - s.amount < CAST(%(bet)s AS bigint) * s.rate_bp / {BP_SCALE},
-                 s.slot < CAST(%(slot)s AS integer), s.slot
-        LIMIT 1
-        FOR UPDATE SKIP LOCKED
-    ) s
+claimed AS ({_free_stripes("%(bet)s", "CAST(%(slot)s AS integer)")}
     WHERE NOT (SELECT applied FROM applied)
 ),
 parts AS (
