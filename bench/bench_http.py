@@ -1,8 +1,10 @@
 """The API over HTTP, as players hit it: gunicorn with the production settings, driven by wrk.
 
-gunicorn runs `nightstorm.wsgi` with the production settings plus two ceiling views
+gunicorn runs `nightstorm.wsgi` with the production settings plus the ceiling views
 (`bench.http_settings`, `bench.http_urls`): a minimal Django view through the same middleware,
-and a DRF view with token auth. wrk (Debian's `wrk`, installed here when missing and running
+and a DRF view with DRF's token auth (the ratios' reference); the same DRF view with the
+platform's token auth (its lookup compiled once) is measured beside it, for information.
+wrk (Debian's `wrk`, installed here when missing and running
 as root) replays a plan of requests (`bench/wrk/plan.lua`) on WRK_CONNECTIONS keep-alive
 connections. Each workload runs SECONDS after a warm-up; its row is req/s beside the DRF
 ceiling measured in the same run, and its p99 beside the goal (250 ms reads, 500 ms writes).
@@ -450,6 +452,7 @@ def run() -> list[Row]:
     server = Server()
     django_lines = [_line("GET", "/bench/ceiling/django/")]
     drf_lines = [_line("GET", "/bench/ceiling/drf/", t) for t in world.readers]
+    platform_lines = [_line("GET", "/bench/ceiling/drf-platform/", t) for t in world.readers]
     workloads = [
         *((f"GET {e}", "read", lambda e=e: read_lines(world, e)) for e in READS),
         ("POST contribution (with key)", "write", lambda: contribution_lines(world, 20000, "w")),
@@ -465,6 +468,7 @@ def run() -> list[Row]:
             warm += read_lines(world, endpoint)[:20]
         run_wrk(wrk, server, warm, WARMUP_SECONDS, "warmup")
         results["django"] = run_wrk(wrk, server, django_lines, SECONDS, "django-ceiling")
+        results["platform"] = run_wrk(wrk, server, platform_lines, SECONDS, "platform-auth")
         # The machine's load drifts: the DRF ceiling is measured right before each workload
         # (and once after the last), and each workload is compared with the mean of the two
         # ceilings around it.
@@ -481,7 +485,7 @@ def run() -> list[Row]:
         except Exception as exc:  # report the figures even if cleaning up failed
             print(f"  cleanup failed: {exc}", file=sys.stderr)
 
-    django_ceiling = results.pop("django")
+    django_ceiling, platform_auth = results.pop("django"), results.pop("platform")
     drf_all = {
         "rate": sum(c["rate"] for c in ceilings) / len(ceilings),
         "p50_ms": median([c["p50_ms"] for c in ceilings]),
@@ -497,7 +501,7 @@ def run() -> list[Row]:
             note=f"{setup}; {_note(django_ceiling)}",
         ),
         Row(
-            "http ceiling: DRF view with token auth (vs Django view)",
+            "http ceiling: DRF view with DRF's token auth (vs Django view)",
             "req/s",
             drf_all["rate"],
             django_ceiling["rate"],
@@ -506,6 +510,14 @@ def run() -> list[Row]:
                 f"workload: {', '.join(str(round(c['rate'])) for c in ceilings)} req/s; median "
                 f"p50 {drf_all['p50_ms']:.1f} ms, p99 {drf_all['p99_ms']:.1f} ms"
             ),
+        ),
+        Row(
+            "http: the DRF view with the platform's token auth (vs DRF's)",
+            "req/s",
+            platform_auth["rate"],
+            drf_all["rate"],
+            note=f"the token lookup compiled once (nightstorm.sql.CompiledQuery); "
+            f"{_note(platform_auth)}",
         ),
     ]
     for k, (name, kind, _) in enumerate(workloads):
