@@ -17,7 +17,12 @@ connections, Redis pool and the OpenTelemetry exporter's thread are its own.
 
 import os
 
-from nightstorm.metrics_export import mark_dead, multiprocess_dir, sweep_dead_processes
+from nightstorm.metrics_export import (
+    mark_dead,
+    multiprocess_dir,
+    multiprocess_module,
+    sweep_dead_processes,
+)
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "4"))
@@ -54,6 +59,7 @@ if os.environ.get("LOG_FORMAT", "plain" if _debug else "json") == "json":
 def on_starting(server):
     path = multiprocess_dir()
     if path:
+        multiprocess_module()  # imported now, not first in child_exit's signal handler
         os.makedirs(path, exist_ok=True)
         dead = sweep_dead_processes()
         server.log.info("metrics directory %s (forgot %d dead processes)", path, len(dead))

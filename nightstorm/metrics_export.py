@@ -28,13 +28,21 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def multiprocess_module():
+    """prometheus_client's multiprocess module. gunicorn's master imports it when it starts
+    (`on_starting`): `child_exit` runs in its SIGCHLD handler, and a first import there can be
+    interrupted by the next worker's exit, whose handler then finds the module half
+    initialised (a shutdown that exits 1)."""
+    from prometheus_client import multiprocess
+
+    return multiprocess
+
+
 def mark_dead(pid: int) -> None:
     """Forget process `pid`'s per-process gauges in the multiprocess directory (its counters
     and histograms stay: they are part of the totals)."""
     if multiprocess_dir():
-        from prometheus_client import multiprocess
-
-        multiprocess.mark_process_dead(pid)
+        multiprocess_module().mark_process_dead(pid)
 
 
 def sweep_dead_processes() -> list[int]:

@@ -336,3 +336,31 @@ def test_orchestrator_and_gateway_serve_their_metrics_on_a_port(tmp_path, redis_
     finally:
         codes = platform.stop()
     assert codes == {"orchestrator": 0, "gateway": 0}, platform.log("gateway")[-2000:]
+
+
+def test_gunicorns_master_imports_the_multiprocess_module_when_it_starts(tmp_path):
+    # child_exit runs in the master's SIGCHLD handler; a first import there, interrupted by the
+    # next worker's exit at shutdown, left the module half initialised and the master exited 1.
+    script = f"""
+import runpy, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+
+class Server:
+    class log:
+        info = staticmethod(lambda *args: None)
+
+conf = runpy.run_path("deploy/gunicorn.conf.py")
+assert "prometheus_client.multiprocess" not in sys.modules, "imported before the master starts"
+conf["on_starting"](Server)
+assert "prometheus_client.multiprocess" in sys.modules
+"""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
