@@ -162,10 +162,10 @@ def _take_seat(player_id, combat_id, now: datetime) -> Registration | None:
             return None
         return Registration.objects.create(combat_id=combat_id, player_id=player_id, created_at=now)
     seat = Registration(combat_id=combat_id, player_id=player_id, created_at=now)
-    values = [getattr(seat, column) for column in _SEAT_COLUMNS]
     at = connection.ops.adapt_datetimefield_value(now)
     player = Player._meta.pk.get_db_prep_value(player_id, connection)
-    params = [at, _uuid_param(combat_id), player, *values[2:5], at]
+    # The claim's (updated_at, combat), then the seat's columns after combat_id.
+    params = [at, _uuid_param(combat_id), player, seat.active, seat.hp, seat.damage_dealt, at]
     rows = sql.run(connection.alias, _SEAT_SQL, params)
     if not rows:
         return None

@@ -96,11 +96,9 @@ def contribute(*, player, bet: int, operation_id: str) -> ContributionResult:
     wait, exact, attempt = False, frozenset(), 0
     while True:
         attempt += 1
-        # The first attempt on PostgreSQL is one statement; outside a caller's transaction
-        # it is its own transaction (no BEGIN, no COMMIT round trip).
-        alone = (
-            attempt == 1 and connection.vendor == "postgresql" and not connection.in_atomic_block
-        )
+        # The one-statement attempt, outside a caller's transaction, is its own transaction
+        # (no BEGIN, no COMMIT round trip).
+        alone = _in_one_statement(connection, wait, exact) and not connection.in_atomic_block
         try:
             with nullcontext() if alone else transaction.atomic(using=alias):
                 contribution, replayed = _contribute_once(
@@ -156,7 +154,7 @@ def _contribute_once(
     """One attempt; the caller's `atomic()` rolls it back on any exception (or, for the first
     attempt's single statement outside a transaction, the statement wrote nothing)."""
     postgres = connections[alias].vendor == "postgresql"
-    if postgres and not wait and not exact:
+    if _in_one_statement(connections[alias], wait, exact):
         return _contribute_in_one_statement(alias, player_id, bet, operation_id)
     if postgres:
         stripes, applied = _claim(alias, operation_id, bet, wait=wait, exact=exact)
@@ -164,8 +162,7 @@ def _contribute_once(
         stripes, applied = _read_all(alias, operation_id)
         exact = frozenset(GROUPS)
     if applied:
-        existing = Contribution.objects.using(alias).get(operation_id=operation_id)
-        return _replay(existing, player_id, bet), True
+        return _stored(alias, operation_id, player_id, bet), True
     held = defaultdict(list)
     for stripe in stripes:
         held[stripe.group].append(stripe)
@@ -214,9 +211,26 @@ def _contribute_once(
         ((pk,),) = run(alias, statements.write_sql(len(changes)), params)
     else:
         pk = _write_with_orm(alias, values, changes)
+    return _written(alias, pk, values), False
+
+
+def _in_one_statement(connection, wait: bool, exact: frozenset) -> bool:
+    """Whether an attempt is the one-statement kind: PostgreSQL, nothing to wait for, no pool
+    on the exact path (a first attempt)."""
+    return connection.vendor == "postgresql" and not wait and not exact
+
+
+def _stored(alias: str, operation_id: str, player_id, bet: int) -> Contribution:
+    """The contribution an applied operation id stored (refused if reused for another bet)."""
+    existing = Contribution.objects.using(alias).get(operation_id=operation_id)
+    return _replay(existing, player_id, bet)
+
+
+def _written(alias: str, pk, values: dict) -> Contribution:
+    """The contribution this attempt wrote, as loaded from the database."""
     contribution = Contribution(pk=pk, **values)
     contribution._state.adding, contribution._state.db = False, alias
-    return contribution, False
+    return contribution
 
 
 def _contribute_in_one_statement(
@@ -224,17 +238,17 @@ def _contribute_in_one_statement(
 ) -> tuple[Contribution, bool]:
     """The common case, claim to write in `statements.CONTRIBUTE`; raises what the
     two-statement attempt would for the cases it leaves to that path (so the caller runs it)."""
+    now = timezone.now()
     params = {
         "op": operation_id,
         "player": player_id,
         "bet": bet,
         "slot": random.randrange(STRIPES_PER_POOL),
-        "now": timezone.now(),
+        "now": now,
     }
     ((applied, claimed, rates_ok, exact, pk, *amounts),) = run(alias, statements.CONTRIBUTE, params)
     if applied:
-        existing = Contribution.objects.using(alias).get(operation_id=operation_id)
-        return _replay(existing, player_id, bet), True
+        return _stored(alias, operation_id, player_id, bet), True
     if pk is None:
         if claimed < len(GROUPS):  # a pool without a free stripe (or without stripes)
             toolkit_metrics.CONFLICTS.labels("jackpot.poolstripe").inc()
@@ -244,21 +258,9 @@ def _contribute_in_one_statement(
         if not rates_ok:
             raise ValueError("contribution rates add up to more than the whole bet")
         raise AssertionError("the contribution statement wrote nothing and said no reason")
-    minor, major, mega, house, overflow = amounts
-    contribution = Contribution(
-        pk=pk,
-        operation_id=operation_id,
-        player_id=player_id,
-        bet=bet,
-        minor_amount=minor,
-        major_amount=major,
-        mega_amount=mega,
-        house_amount=house,
-        overflow_amount=overflow,
-        created_at=params["now"],
-    )
-    contribution._state.adding, contribution._state.db = False, alias
-    return contribution, False
+    parts = ("minor_amount", "major_amount", "mega_amount", "house_amount", "overflow_amount")
+    values = {"operation_id": operation_id, "player_id": player_id, "bet": bet, "created_at": now}
+    return _written(alias, pk, {**values, **dict(zip(parts, amounts, strict=True))}), False
 
 
 def _claim(alias: str, operation_id: str, bet: int, *, wait: bool, exact: frozenset):

@@ -11,6 +11,7 @@ statements beside the code that needs them; this module only runs them.
 call runs that SQL with new values and returns the objects the queryset itself would.
 """
 
+import contextlib
 import threading
 
 from django.db import connections, router, transaction
@@ -36,16 +37,21 @@ def run(alias: str, sql: str, params) -> list[tuple]:
     marks the enclosing `atomic()` block for rollback, as the ORM's own queries do, so the
     caller's transaction cannot commit half of an attempt.
     """
-    with transaction.mark_for_rollback_on_error(alias), connections[alias].cursor() as cursor:
-        cursor.execute(sql, params)
+    with _cursor(alias, sql, params) as cursor:
         return cursor.fetchall() if cursor.description else []
 
 
 def run_count(alias: str, sql: str, params) -> int:
     """`run` for a statement that returns no rows: how many rows it changed."""
+    with _cursor(alias, sql, params) as cursor:
+        return cursor.rowcount
+
+
+@contextlib.contextmanager
+def _cursor(alias: str, sql: str, params):
     with transaction.mark_for_rollback_on_error(alias), connections[alias].cursor() as cursor:
         cursor.execute(sql, params)
-        return cursor.rowcount
+        yield cursor
 
 
 class CompiledQuery:
@@ -62,6 +68,7 @@ class CompiledQuery:
 
     def __init__(self, build, *names: str):
         self.build, self.names = build, names
+        self._model_cls = None  # the queryset's model, known after the first build
         self._plans: dict[str, tuple] = {}
         self._lock = threading.Lock()
 
@@ -74,7 +81,7 @@ class CompiledQuery:
         return build_objects(run(alias, sql, params))
 
     def _model(self):
-        model = getattr(self, "_model_cls", None)
+        model = self._model_cls
         if model is None:
             model = self._model_cls = self.build(**self._placeholders()).model
         return model

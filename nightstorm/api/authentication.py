@@ -1,6 +1,7 @@
 """Token authentication that refuses malformed keys before they reach the database, and whose
 lookup is compiled once (it runs on every authenticated request)."""
 
+import functools
 import re
 
 from rest_framework import authentication, exceptions
@@ -23,22 +24,15 @@ class TokenAuthentication(authentication.TokenAuthentication):
         if not _KEY.match(key):
             raise exceptions.AuthenticationFailed("Invalid token.")
         found = _lookup(type(self)).fetch(key=key)
-        token = found[0] if found else None
-        if token is None:
+        if not found:
             raise exceptions.AuthenticationFailed("Invalid token.")
+        (token,) = found
         if not token.user.is_active:
             raise exceptions.AuthenticationFailed("User inactive or deleted.")
         return token.user, token
 
 
-_LOOKUPS: dict[type, CompiledQuery] = {}
-
-
+@functools.cache
 def _lookup(cls) -> CompiledQuery:
     """The class's token query, its SQL built once: building it cost as much as running it."""
-    lookup = _LOOKUPS.get(cls)
-    if lookup is None:
-        lookup = _LOOKUPS.setdefault(
-            cls, CompiledQuery(lambda key: cls().token_queryset().filter(key=key), "key")
-        )
-    return lookup
+    return CompiledQuery(lambda key: cls().token_queryset().filter(key=key), "key")

@@ -55,10 +55,19 @@ def test_it_returns_what_the_queryset_returns_related_objects_and_annotations_in
 
 
 def test_every_thread_runs_it_on_its_own_connection():
+    # Compiled on the first thread to call it; every other thread's call must still run on
+    # that thread's own connection (Django's connections are per thread).
     tokens = _tokens(8)
     query = CompiledQuery(lambda key: _queryset(key), "key")
-    found = race(lambda token: query.fetch(key=token.key)[0].user.username, [(t,) for t in tokens])
-    assert found == [t.user.username for t in tokens]
+
+    def fetch(token):
+        with CaptureQueriesContext(connection) as mine:
+            (found,) = query.fetch(key=token.key)
+        return found.user.username, len(mine)
+
+    found = race(fetch, [(t,) for t in tokens])
+    assert [name for name, _ in found] == [t.user.username for t in tokens]
+    assert all(n == 1 for _, n in found)  # each ran its query on its own thread's connection
 
 
 def test_a_value_the_orm_rewrites_is_refused_when_compiled():
