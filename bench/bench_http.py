@@ -42,7 +42,7 @@ from pathlib import Path
 from django.db import connections
 from django.utils import timezone
 
-from bench.common import Row, median
+from bench.common import Row, ensure_players, median
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAN_SCRIPT = Path(__file__).resolve().parent / "wrk" / "plan.lua"
@@ -258,11 +258,9 @@ class HttpWorld:
     """Persistent players with tokens in zone HB1 (route to HB2), the seeded world and pools."""
 
     def __init__(self):
-        from django.contrib.auth import get_user_model
         from django.contrib.auth.hashers import make_password
-        from rest_framework.authtoken.models import Token
 
-        from game.models import Player, Route, Zone
+        from game.models import Route, Zone
         from game.world import seed_world
         from jackpot import services as jackpot
 
@@ -276,49 +274,14 @@ class HttpWorld:
         )
         for a, b in ((self.home, self.away), (self.away, self.home)):
             Route.objects.get_or_create(origin=a, destination=b, defaults={"seconds": 600})
-        User = get_user_model()
         total = READERS + REGISTRANTS + TRAVELLERS
         names = [f"{PREFIX}{i:05d}" for i in range(total)]
-        have = set(
-            User.objects.filter(username__startswith=PREFIX).values_list("username", flat=True)
-        )
-        hashed = make_password("http-bench-password")
-        User.objects.bulk_create(
-            [User(username=n, password=hashed) for n in names if n not in have], batch_size=5000
-        )
-        users = dict(User.objects.filter(username__in=names).values_list("username", "pk"))
-        with_player = set(
-            Player.all_objects.filter(user_id__in=users.values()).values_list("user_id", flat=True)
-        )
-        Player.objects.bulk_create(
-            [
-                Player(user_id=users[n], name=n, zone=self.home)
-                for n in names
-                if users[n] not in with_player
-            ],
-            batch_size=5000,
-        )
-        with_token = set(
-            Token.objects.filter(user_id__in=users.values()).values_list("user_id", flat=True)
-        )
-        Token.objects.bulk_create(
-            [
-                Token(user_id=users[n], key=Token.generate_key())
-                for n in names
-                if users[n] not in with_token
-            ],
-            batch_size=5000,
-        )
-        tokens = dict(
-            Token.objects.filter(user_id__in=users.values()).values_list("user_id", "key")
-        )
-        keys = [tokens[users[n]] for n in names]
+        seeded = ensure_players(names, make_password("http-bench-password"), lambda i: self.home)
+        keys = [p.token for p in seeded]
         self.readers = keys[:READERS]
         self.registrants = keys[READERS : READERS + REGISTRANTS]
         self.travellers = keys[READERS + REGISTRANTS :]
-        self.player_ids = list(
-            Player.all_objects.filter(user_id__in=users.values()).values_list("pk", flat=True)
-        )
+        self.player_ids = [p.player_id for p in seeded]
         self.combat_ids: list = []
         self.run = uuid.uuid4().hex[:8]
 

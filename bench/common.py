@@ -129,3 +129,54 @@ def print_table(rows: list[Row]) -> None:
     for r in rows:
         if r.note:
             print(f"  * {r.work}: {r.note}")
+
+
+@dataclass(frozen=True)
+class SeededPlayer:
+    name: str
+    user_id: int
+    player_id: object
+    token: str
+
+
+def ensure_players(names: list[str], password_hash: str, zone_of) -> list[SeededPlayer]:
+    """Users (with `password_hash`), players (in `zone_of(index)`) and tokens for `names`, in
+    bulk, creating only what is missing; returned in the order of `names`."""
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    from game.models import Player
+
+    User = get_user_model()
+    have = set(User.objects.filter(username__in=names).values_list("username", flat=True))
+    User.objects.bulk_create(
+        [User(username=n, password=password_hash) for n in names if n not in have],
+        batch_size=2000,
+    )
+    User.objects.filter(username__in=names).exclude(password=password_hash).update(
+        password=password_hash
+    )
+    users = dict(User.objects.filter(username__in=names).values_list("username", "pk"))
+    players = Player.all_objects.filter(user_id__in=users.values())
+    with_player = set(players.values_list("user_id", flat=True))
+    Player.objects.bulk_create(
+        [
+            Player(user_id=users[n], name=n, zone=zone_of(i))
+            for i, n in enumerate(names)
+            if users[n] not in with_player
+        ],
+        batch_size=2000,
+    )
+    tokens = Token.objects.filter(user_id__in=users.values())
+    with_token = set(tokens.values_list("user_id", flat=True))
+    Token.objects.bulk_create(
+        [
+            Token(user_id=users[n], key=Token.generate_key())
+            for n in names
+            if users[n] not in with_token
+        ],
+        batch_size=2000,
+    )
+    keys = dict(tokens.values_list("user_id", "key"))
+    player_ids = dict(players.values_list("user_id", "pk"))
+    return [SeededPlayer(n, users[n], player_ids[users[n]], keys[users[n]]) for n in names]

@@ -20,10 +20,9 @@ PASSWORD = "load-player-password-4817"
 def prepare(*, players: int, out) -> list[list]:
     """Migrate, seed the world and the pools, check the schedules, and make sure `players`
     load players exist with a token and PASSWORD. Returns [token, user id, player id, name]."""
-    from rest_framework.authtoken.models import Token
-
     from bench.__main__ import prepare_database
-    from game.models import Player, Zone
+    from bench.common import ensure_players
+    from game.models import Zone
     from game.world import seed_world
     from jackpot.pools import ensure_default_pools
 
@@ -37,44 +36,13 @@ def prepare(*, players: int, out) -> list[list]:
         file=out,
     )
 
-    User = get_user_model()
     names = [f"{PREFIX}{i:05d}" for i in range(players)]
-    hashed = make_password(PASSWORD)  # with the run's hasher; one hash for every load player
-    have = set(User.objects.filter(username__in=names).values_list("username", flat=True))
-    User.objects.bulk_create(
-        [User(username=n, password=hashed) for n in names if n not in have], batch_size=2000
-    )
-    User.objects.filter(username__in=names).exclude(password=hashed).update(password=hashed)
-    users = dict(User.objects.filter(username__in=names).values_list("username", "pk"))
+    existing = get_user_model().objects.filter(username__in=names).count()
     zones = list(Zone.objects.filter(code__in=ZONES).order_by("code"))
-    with_player = set(
-        Player.all_objects.filter(user_id__in=users.values()).values_list("user_id", flat=True)
-    )
-    Player.objects.bulk_create(
-        [
-            Player(user_id=users[n], name=n, zone=zones[i % len(zones)])
-            for i, n in enumerate(names)
-            if users[n] not in with_player
-        ],
-        batch_size=2000,
-    )
-    with_token = set(
-        Token.objects.filter(user_id__in=users.values()).values_list("user_id", flat=True)
-    )
-    Token.objects.bulk_create(
-        [
-            Token(user_id=users[n], key=Token.generate_key())
-            for n in names
-            if users[n] not in with_token
-        ],
-        batch_size=2000,
-    )
-    tokens = dict(Token.objects.filter(user_id__in=users.values()).values_list("user_id", "key"))
-    player_ids = dict(
-        Player.all_objects.filter(user_id__in=users.values()).values_list("user_id", "pk")
-    )
-    print(f"  load players: {len(names)} ({len(names) - len(have)} new)", file=out)
-    return [[tokens[users[n]], users[n], str(player_ids[users[n]]), n] for n in names]
+    # With the run's hasher; one hash for every load player.
+    seeded = ensure_players(names, make_password(PASSWORD), lambda i: zones[i % len(zones)])
+    print(f"  load players: {len(names)} ({len(names) - existing} new)", file=out)
+    return [[p.token, p.user_id, str(p.player_id), p.name] for p in seeded]
 
 
 class StormOpener(threading.Thread):
