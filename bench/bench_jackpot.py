@@ -164,6 +164,9 @@ def _worker(kind, index, n_ops, player_ids, prefix, barrier, results):
         if kind == "raw"
         else None
     )
+    if raw is None:
+        # Connected before the start, as the raw contributor is (and a web worker is).
+        connections["default"].ensure_connection()
     latencies, attempts, gave_up = [], 0, 0
     barrier.wait()
     started = time.perf_counter()
