@@ -8,13 +8,14 @@ claimed by one conditional statement on the combat's counter,
 
 which PostgreSQL evaluates against the latest committed row (a claim that waited re-checks the
 condition), so at most `capacity` claims succeed. The combat row is held only from that UPDATE
-to the commit, i.e. for the insert of the seat; the losers are refused from one plain read
-before any transaction, without waiting at all. A CHECK constraint (`seats <= capacity`) backs
+to the commit, i.e. for the insert of the seat: on PostgreSQL the claim, the insert and the
+COMMIT go in one round trip, so the row is held only for as long as the server takes. Most
+losers are refused from one plain read before any transaction, without waiting at all. A CHECK constraint (`seats <= capacity`) backs
 the counter up.
 
 A player may join only from the combat's zone and not while on a journey (a journey whose
 arrival time has passed counts as arrived). The player's row is locked first, in a statement of
-its own, and the checks read after it; travel does the same, so a journey cannot start between
+its own, and the checks read after it (the two sent together, `nightstorm.sql.run_together`); travel does the same, so a journey cannot start between
 this check and the seat, nor a seat be taken between travel's check and its journey. Lock order
 everywhere is player, then combat.
 
@@ -91,6 +92,7 @@ INSERT INTO game_registration ({", ".join(_SEAT_COLUMNS)})
 SELECT claimed.id, %s, %s, %s, %s, %s FROM claimed
 RETURNING id
 """
+_STATUS_SQL = "SELECT status FROM game_combat WHERE id = %s"
 
 
 def _constraint_error(exc: IntegrityError) -> type[DomainError] | None:
@@ -116,14 +118,17 @@ def _uuid_param(value):
 def _state(player_id, combat_id, now: datetime, *, lock: bool):
     player = Player._meta.pk.get_db_prep_value(player_id, connection)
     combat = _uuid_param(combat_id)
+    at = connection.ops.adapt_datetimefield_value(now)
+    state = (_STATE_SQL, [at, combat, combat, player])
     if lock and connection.features.has_select_for_update:
         # The lock is its own statement: in READ COMMITTED a statement that waited for a row
         # lock still reads every other table as of its start, so a check folded into the
-        # locking SELECT would miss the journey whose commit it waited for.
+        # locking SELECT would miss the journey whose commit it waited for. The two are sent
+        # together, in one round trip.
         timeout = str(settings.NIGHTSTORM_LOCK_TIMEOUT_MS)
-        sql.run(connection.alias, _LOCK_PLAYER_SQL, [player, timeout])
-    at = connection.ops.adapt_datetimefield_value(now)
-    rows = sql.run(connection.alias, _STATE_SQL, [at, combat, combat, player])
+        _, rows = sql.run_together(connection.alias, [(_LOCK_PLAYER_SQL, [player, timeout]), state])
+    else:
+        rows = sql.run(connection.alias, *state)
     return rows[0] if rows else None
 
 
@@ -155,20 +160,34 @@ def _claim_seat(combat_id, now: datetime) -> bool:
     return sql.run_count(connection.alias, _CLAIM_SQL, [at, _uuid_param(combat_id)]) == 1
 
 
-def _take_seat(player_id, combat_id, now: datetime) -> Registration | None:
-    """The claim and the seat's insert; None when the claim found no free seat."""
+def _no_seat(status: str | None) -> DomainError:
+    """Why a claim found no seat although the state read before it showed one free."""
+    return CombatFull() if status == Combat.Status.OPEN else RegistrationClosed()
+
+
+def _take_seat(player_id, combat_id, now: datetime) -> Registration:
+    """The claim and the seat's insert, the transaction's last work; raises CombatFull or
+    RegistrationClosed when the claim finds no free seat (filled or closed since the read)."""
     if connection.vendor != "postgresql":
         if not _claim_seat(combat_id, now):
-            return None
+            raise _no_seat(
+                Combat.objects.filter(pk=combat_id).values_list("status", flat=True).first()
+            )
         return Registration.objects.create(combat_id=combat_id, player_id=player_id, created_at=now)
     seat = Registration(combat_id=combat_id, player_id=player_id, created_at=now)
     at = connection.ops.adapt_datetimefield_value(now)
     player = Player._meta.pk.get_db_prep_value(player_id, connection)
+    combat = _uuid_param(combat_id)
     # The claim's (updated_at, combat), then the seat's columns after combat_id.
-    params = [at, _uuid_param(combat_id), player, seat.active, seat.hp, seat.damage_dealt, at]
-    rows = sql.run(connection.alias, _SEAT_SQL, params)
+    params = [at, combat, player, seat.active, seat.hp, seat.damage_dealt, at]
+    # The seat, the combat's status as committed after it (why there was none) and the COMMIT
+    # in one round trip: the claimed combat row is held for as long as the server takes, not
+    # until this process is scheduled again.
+    rows, status = sql.run_together(
+        connection.alias, [(_SEAT_SQL, params), (_STATUS_SQL, [combat])], commit=True
+    )
     if not rows:
-        return None
+        raise _no_seat(status[0][0] if status else None)
     seat.pk, seat._state.adding, seat._state.db = rows[0][0], False, connection.alias
     return seat
 
@@ -177,12 +196,7 @@ def _take_seat(player_id, combat_id, now: datetime) -> Registration | None:
 def _register_in_transaction(player_id, combat_id, now: datetime) -> Registration:
     # The lock timeout is set by the player's lock statement (PostgreSQL; no row locks elsewhere).
     _check(_state(player_id, combat_id, now, lock=True))
-    seat = _take_seat(player_id, combat_id, now)
-    if seat is None:
-        # Filled or closed since the read above: say which.
-        closed = Combat.objects.filter(pk=combat_id).exclude(status=Combat.Status.OPEN).exists()
-        raise RegistrationClosed() if closed else CombatFull()
-    return seat
+    return _take_seat(player_id, combat_id, now)
 
 
 @operation("game.register")

@@ -47,6 +47,42 @@ def run_count(alias: str, sql: str, params) -> int:
         return cursor.rowcount
 
 
+def run_together(alias: str, statements: list, *, commit: bool = False) -> list[list[tuple]]:
+    """Run `statements` (pairs of SQL and parameters) in order in one round trip, in the
+    caller's transaction; the rows of each.
+
+    They stay separate statements (PostgreSQL pipelines them), so under READ COMMITTED each
+    reads what was committed before it started: a statement that follows one that waited for
+    a row lock sees what the lock's holder committed, which a single statement would not.
+
+    `commit=True` sends the transaction's COMMIT in the same round trip, so a row lock taken by
+    the last statement is released without waiting for this process to come back. Only in the
+    outermost `atomic()` block, and as its last work: the block's own commit then finds
+    nothing to commit. Inside a savepoint (a caller's transaction) nothing is committed here.
+
+    On a database without pipelining the statements run one by one (and the block commits).
+    An error marks the block for rollback and leaves nothing committed.
+    """
+    connection = connections[alias]
+    if connection.vendor != "postgresql":
+        return [run(alias, sql, params) for sql, params in statements]
+    commit = commit and len(connection.atomic_blocks) == 1 and not connection.savepoint_ids
+    with transaction.mark_for_rollback_on_error(alias), connection.wrap_database_errors:
+        connection.ensure_connection()
+        cursors = []
+        with connection.connection.pipeline():
+            for sql, params in statements:
+                cursor = connection.cursor()
+                cursor.execute(sql, params)
+                cursors.append(cursor)
+            if commit:
+                connection.connection.commit()
+        rows = [cursor.fetchall() if cursor.description else [] for cursor in cursors]
+        for cursor in cursors:
+            cursor.close()
+        return rows
+
+
 @contextlib.contextmanager
 def _cursor(alias: str, sql: str, params):
     with transaction.mark_for_rollback_on_error(alias), connections[alias].cursor() as cursor:
