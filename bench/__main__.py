@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import print_table, setup_django
+from bench.common import print_table, setup_django, vacuum
 
 HERE = Path(__file__).parent
 
@@ -36,16 +36,6 @@ def prepare_database() -> None:
             admin.execute(f'CREATE DATABASE "{db["NAME"]}"')
         admin.close()
     call_command("migrate", verbosity=0, interactive=False)
-
-
-def vacuum() -> None:
-    """Start each benchmark from compact tables: rows updated thousands of times by the one
-    before would otherwise be measured as dead-tuple scans (autovacuum may be off or slow)."""
-    from django.db import connection
-
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("VACUUM (ANALYZE)")
 
 
 def main(argv: list[str]) -> int:
