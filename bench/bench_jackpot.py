@@ -139,6 +139,38 @@ class RawContributor:
                 raise RawConflict()
 
 
+class StatementContributor:
+    """Our contribution's statement (`jackpot.statements.CONTRIBUTE`, its own transaction) in
+    plain psycopg, prepared: the floor of our design on this machine, without Django and the
+    service around it."""
+
+    def __init__(self, dsn: str, player_id):
+        import psycopg
+
+        self.conn = psycopg.connect(dsn, autocommit=True)
+        self.player_id = player_id
+
+    def contribute(self, bet: int, op: str) -> int:
+        import random
+
+        from django.utils import timezone
+
+        from jackpot.models import STRIPES_PER_POOL
+        from jackpot.statements import CONTRIBUTE
+
+        params = {
+            "op": op,
+            "player": self.player_id,
+            "bet": bet,
+            "slot": random.randrange(STRIPES_PER_POOL),
+            "now": timezone.now(),
+        }
+        row = self.conn.execute(CONTRIBUTE, params, prepare=True).fetchone()
+        if row[4] is None:  # nothing written (no free stripe): counted as given up
+            raise RawConflict()
+        return 1
+
+
 def _dsn(db: dict) -> str:
     password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
     return (
@@ -159,9 +191,12 @@ def _worker(kind, index, n_ops, player_ids, prefix, barrier, results):
 
     rng = random.Random(index)
     player_id = player_ids[index % len(player_ids)]
+    dsn = _dsn(settings.DATABASES["default"])
     raw = (
-        RawContributor(_dsn(settings.DATABASES["default"]), player_id, settings)
+        RawContributor(dsn, player_id, settings)
         if kind == "raw"
+        else StatementContributor(dsn, player_id)
+        if kind == "floor"
         else None
     )
     if raw is None:
@@ -374,13 +409,14 @@ def run() -> list[Row]:
     _create_hot_tables(JackpotPool.objects.all())
     # Other work on the machine comes and goes: run each side ROUNDS times, alternating which
     # goes first, and keep each side's best run.
-    runs = {"ours": [], "raw": []}
+    runs = {"ours": [], "raw": [], "floor": []}
     seq = {"ours": [], "raw": []}
     try:
         for n in range(ROUNDS):
-            for kind in ("ours", "raw") if n % 2 == 0 else ("raw", "ours"):
-                _vacuum()
-                seq[kind].append(_sequential(kind, player_ids[0], f"{prefix}:seq:{kind}{n}"))
+            for kind in ("ours", "raw", "floor") if n % 2 == 0 else ("floor", "raw", "ours"):
+                if kind in seq:
+                    _vacuum()
+                    seq[kind].append(_sequential(kind, player_ids[0], f"{prefix}:seq:{kind}{n}"))
                 _vacuum()
                 runs[kind].append(_concurrent(kind, player_ids, f"{prefix}:{kind}{n}"))
         audit_ok = all(r.ok for r in audit_pools())
@@ -388,7 +424,7 @@ def run() -> list[Row]:
         _cleanup(prefix, saved_pools, saved_stripes, players, users)
     audit_after = all(r.ok for r in audit_pools())
     _vacuum(scratch=False)  # the scratch tables are gone
-    ours, raw = (max(runs[k], key=lambda m: m["rate"]) for k in ("ours", "raw"))
+    ours, raw, floor = (max(runs[k], key=lambda m: m["rate"]) for k in ("ours", "raw", "floor"))
     seq_ours, seq_raw = (max(seq[k])[0] for k in ("ours", "raw"))
     cpu_ours, cpu_raw = (min(cpu for _, cpu in seq[k]) for k in ("ours", "raw"))
     cores = os.cpu_count() or 1
@@ -419,6 +455,17 @@ def run() -> list[Row]:
             raw["rate"],
             goal=1.5,
             note=note,
+        ),
+        Row(
+            f"jackpot contribute, {WORKERS} processes: the same statement in plain psycopg",
+            "ops/s",
+            ours["rate"],
+            floor["rate"],
+            note=(
+                "baseline = jackpot.statements.CONTRIBUTE prepared, in plain psycopg, in the "
+                f"same processes: the floor of this design on this machine (all: "
+                f"{rates('floor')} ops/s); {describe(floor)}"
+            ),
         ),
         Row(
             "jackpot contribute p50 (contended)",
