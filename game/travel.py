@@ -62,28 +62,23 @@ SELECT (SELECT z.id FROM {_ZONE} z WHERE z.code = %s),
 # Run with the player row locked (a fresh snapshot: it sees what the lock's holder committed).
 # The state the checks need and the journey's insert when they all pass, in one statement: the
 # insert's conditions are the checks; the row says which one failed when nothing was inserted.
-# The destination is looked up by its code again, so the statement can be sent with the lock,
-# before the lock's answer is known; an unknown code inserts nothing.
 _START_SQL = f"""
-WITH destination AS (SELECT z.id FROM {_ZONE} z WHERE z.code = %(code)s),
-state AS (
+WITH state AS (
     SELECT p.zone_id,
            j.id AS flight_id,
            j.arrives_at <= %(now)s AS flight_due,
            EXISTS (SELECT 1 FROM {_SEAT} r WHERE r.player_id = p.id AND r.active) AS in_combat,
            (SELECT rt.seconds FROM {_ROUTE} rt
-             WHERE rt.origin_id = p.zone_id AND rt.destination_id = d.id) AS seconds,
-           d.id AS destination_id
+             WHERE rt.origin_id = p.zone_id AND rt.destination_id = %(destination)s) AS seconds
       FROM {_PLAYER} p
-      CROSS JOIN destination d
       LEFT JOIN {_JOURNEY} j ON j.player_id = p.id AND j.arrived_at IS NULL
      WHERE p.id = %(player)s
 ), started AS (
     INSERT INTO {_JOURNEY} (player_id, origin_id, destination_id, started_at, arrives_at)
-    SELECT %(player)s, zone_id, destination_id, %(now)s,
+    SELECT %(player)s, zone_id, %(destination)s, %(now)s,
            %(now)s + make_interval(secs => coalesce(seconds, %(fallback)s))
       FROM state
-     WHERE flight_id IS NULL AND NOT in_combat AND zone_id IS DISTINCT FROM destination_id
+     WHERE flight_id IS NULL AND NOT in_combat AND zone_id IS DISTINCT FROM %(destination)s
     RETURNING id, arrives_at
 )
 SELECT s.zone_id, s.flight_id, s.flight_due, s.in_combat, j.id, j.arrives_at,
@@ -92,23 +87,37 @@ SELECT s.zone_id, s.flight_id, s.flight_due, s.in_combat, j.id, j.arrives_at,
 """
 
 
+def _lock_player(player_id, zone_code: str) -> tuple:
+    """(destination id or None, whether the player exists), the player's row locked.
+
+    Joins the caller's transaction. Other databases: no row lock (SQLite serialises writers).
+    """
+    if connection.vendor != "postgresql":
+        zone_id = Zone.objects.filter(code=zone_code).values_list("pk", flat=True).first()
+        return zone_id, Player.objects.filter(pk=player_id).exists()
+    params = [zone_code, player_id, str(settings.NIGHTSTORM_LOCK_TIMEOUT_MS)]
+    ((zone_id, locked),) = sql.run(connection.alias, _LOCK_SQL, params)
+    return zone_id, locked is not None
+
+
 def _zone(pk, code: str) -> Zone:
     """A Zone carrying only what a journey's answer shows (its code)."""
     return Zone.from_db(connection.alias, ["id", "code"], [pk, code])
 
 
-def _start_params(player_id, zone_code: str, now: datetime) -> dict:
-    return {"now": now, "code": zone_code, "player": player_id, "fallback": FALLBACK_SECONDS}
-
-
-def _start_locked(player_id, destination: Zone, now: datetime, row=None) -> Journey:
-    """The checks and the insert, inside the caller's transaction, the player row locked;
-    `row` is `_START_SQL`'s answer when it was sent already (with the lock)."""
-    if row is None:
-        (row,) = sql.run(
-            connection.alias, _START_SQL, _start_params(player_id, destination.code, now)
-        )
-    zone_id, flight_id, flight_due, in_combat, journey_id, arrives_at, origin = row
+def _start_locked(player_id, destination: Zone, now: datetime) -> Journey:
+    """The checks and the insert, inside the caller's transaction, the player row locked."""
+    if connection.vendor != "postgresql":
+        return _start_portable(player_id, destination, now)
+    params = {
+        "now": now,
+        "destination": destination.pk,
+        "player": player_id,
+        "fallback": FALLBACK_SECONDS,
+    }
+    ((zone_id, flight_id, flight_due, in_combat, journey_id, arrives_at, origin),) = sql.run(
+        connection.alias, _START_SQL, params
+    )
     if journey_id is not None:
         journey = Journey(
             id=journey_id,
@@ -159,25 +168,12 @@ def _start_portable(player_id, destination: Zone, now: datetime) -> Journey:
 
 @transient_retry(name="travel.start")
 def _start_in_transaction(player_id, zone_code: str, now: datetime) -> Journey:
-    if connection.vendor != "postgresql":  # no row lock (SQLite serialises writers)
-        zone_id = Zone.objects.filter(code=zone_code).values_list("pk", flat=True).first()
-        if zone_id is None:
-            raise UnknownZone()
-        if not Player.objects.filter(pk=player_id).exists():
-            raise NoPlayer()
-        return _start_portable(player_id, _zone(zone_id, zone_code), now)
-    # The lock, then the checks with the insert: separate statements (the second reads what
-    # the lock's holder committed), sent together in one round trip with the BEGIN.
-    lock = [zone_code, player_id, str(settings.NIGHTSTORM_LOCK_TIMEOUT_MS)]
-    (((zone_id, locked),), started) = sql.run_together(
-        connection.alias,
-        [(_LOCK_SQL, lock), (_START_SQL, _start_params(player_id, zone_code, now))],
-    )
+    zone_id, found = _lock_player(player_id, zone_code)
     if zone_id is None:
         raise UnknownZone()
-    if locked is None:
+    if not found:
         raise NoPlayer()
-    return _start_locked(player_id, _zone(zone_id, zone_code), now, started[0])
+    return _start_locked(player_id, _zone(zone_id, zone_code), now)
 
 
 @operation("game.travel")

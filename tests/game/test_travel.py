@@ -11,18 +11,18 @@ from django.utils import timezone
 
 from game import registration, travel
 from game.errors import AlreadyThere, AlreadyTraveling, InCombat, UnknownZone
-from game.models import Journey, Player, Registration
+from game.models import Journey, Player, Registration, Zone
 from nightstorm.errors import Busy
 from tests.game.conftest import THREADS
 from tests.game.factories import ZoneFactory, make_event, make_players, make_zones
 from tests.helpers import race
 
 
-def naive_lock_sql() -> str:
-    """`travel._LOCK_SQL` without the row lock: the destination and whether the player exists.
-    Only the tests use it, to show what the lock prevents."""
-    assert travel._LOCK_SQL.count("FOR UPDATE") == 1
-    return travel._LOCK_SQL.replace("FOR UPDATE", "")
+def naive_lock(player_id, zone_code):
+    """`travel._lock_player` without the row lock: the destination and whether the player
+    exists. Only the tests use it, to show what the lock prevents."""
+    zone_id = Zone.objects.filter(code=zone_code).values_list("pk", flat=True).first()
+    return zone_id, Player.objects.filter(pk=player_id).exists()
 
 
 @pytest.mark.postgres
@@ -180,7 +180,7 @@ def test_control_without_the_player_lock_a_player_being_seated_leaves(monkeypatc
     """The control: the same schedule with the test-local naive lock. The journey's checks run
     while the seat is being taken and pass; its insert then waits only at COMMIT (the foreign
     key's check on the player row), and both commit: a seated player is travelling."""
-    monkeypatch.setattr(travel, "_LOCK_SQL", naive_lock_sql())
+    monkeypatch.setattr(travel, "_lock_player", naive_lock)
     home, away = make_zones(2)
     (player,) = make_players(1, zone=home)
     combat = make_event(ZoneFactory()).combats.first()
@@ -211,8 +211,7 @@ def test_a_player_row_held_too_long_answers_busy(settings):
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_journey_starts_in_three_statements_and_a_commit(django_assert_num_queries):
-    """Pinned: BEGIN, the lock with the destination, the checks with the insert (the three in
-    one round trip), COMMIT."""
+    """Pinned: BEGIN, the lock with the destination, the checks with the insert, COMMIT."""
     home, away = make_zones(2)
     (player,) = make_players(1, zone=home)
     with django_assert_num_queries(4):
