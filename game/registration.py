@@ -10,14 +10,14 @@ which PostgreSQL evaluates against the latest committed row (a claim that waited
 condition), so at most `capacity` claims succeed. The combat row is held only from that UPDATE
 to the commit, i.e. for the insert of the seat: on PostgreSQL the claim, the insert and the
 COMMIT go in one round trip, so the row is held only for as long as the server takes. Most
-losers are refused from one plain read before any transaction, without waiting at all. A CHECK constraint (`seats <= capacity`) backs
-the counter up.
+losers are refused from one plain read before any transaction, without waiting at all. A CHECK
+constraint (`seats <= capacity`) backs the counter up.
 
 A player may join only from the combat's zone and not while on a journey (a journey whose
 arrival time has passed counts as arrived). The player's row is locked first, in a statement of
-its own, and the checks read after it (the two sent together, `nightstorm.sql.run_together`); travel does the same, so a journey cannot start between
-this check and the seat, nor a seat be taken between travel's check and its journey. Lock order
-everywhere is player, then combat.
+its own, and the checks read after it (the two sent together, `nightstorm.sql.run_together`);
+travel does the same, so a journey cannot start between this check and the seat, nor a seat be
+taken between travel's check and its journey. Lock order everywhere is player, then combat.
 
 The unique indexes stay the backstop for the player's side: unique (combat, player) and "one
 active seat per player". An IntegrityError from them rolls the claim back with the transaction
