@@ -40,6 +40,14 @@ def health(port: int) -> dict | None:
         conn.close()
 
 
+def listens(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            return True
+    except OSError:
+        return False
+
+
 def orchestrator_metrics(port: int) -> dict[str, float]:
     """The orchestrator's own series as the web server's /metrics shows them."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -184,8 +192,9 @@ def test_run_platform_starts_every_process_and_stops_them_all(run_platform, redi
     assert set(children) == expected
     assert body["checks"]["orchestrator"]["orchestrators"][0]["alive"]
     if redis:
-        with socket.create_connection(("127.0.0.1", platform.gateway_port), timeout=5):
-            pass  # the gateway listens
+        # The gateway starts beside the others: it may bind its port after the orchestrator's
+        # first beat.
+        platform.wait_until(lambda: listens(platform.gateway_port), 30, "the gateway's port")
     # The web's /metrics aggregates the other processes through the shared directory.
     seen = platform.wait_until(
         lambda: (
