@@ -1,10 +1,11 @@
 """Helpers for tests that race real threads against a real database."""
 
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from django.db import connections
+from django.db import connection, connections
 
 
 class RaceNeverStarted(AssertionError):
@@ -51,3 +52,23 @@ def race(fn: Callable, args_list: list[tuple], *, max_workers: int | None = None
     if never:
         raise never[0]
     return outcomes
+
+
+def wait_for_a_lock_waiter(timeout: float = 10, *, pid: int | None = None) -> str:
+    """Block until some other session of this database (the backend `pid`, if given) waits
+    for a lock; return its query. Works inside a transaction too (the activity snapshot is
+    cleared before each look)."""
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute(
+                "SELECT query FROM pg_stat_activity, pg_stat_clear_snapshot() "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock' "
+                "AND pid <> pg_backend_pid() AND (%s::int IS NULL OR pid = %s::int)",
+                [pid, pid],
+            )
+            row = cursor.fetchone()
+            if row:
+                return row[0]
+            time.sleep(0.01)
+    raise AssertionError("nobody waited for a lock")

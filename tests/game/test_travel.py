@@ -1,12 +1,11 @@
 """Travel: one journey in flight per player, under real concurrency; arrivals; combat lock."""
 
 import threading
-import time
 from collections import Counter
 from datetime import timedelta
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from game import registration, travel
@@ -15,7 +14,7 @@ from game.models import Journey, Player, Registration, Zone
 from nightstorm.errors import Busy
 from tests.game.conftest import THREADS
 from tests.game.factories import ZoneFactory, make_event, make_players, make_zones
-from tests.helpers import race
+from tests.helpers import race, wait_for_a_lock_waiter
 
 
 def naive_lock(player_id, zone_code):
@@ -125,22 +124,6 @@ class HeldPlayer:
 
     def __exit__(self, *exc):
         self.release()
-
-
-def wait_for_a_lock_waiter(timeout: float = 10) -> str:
-    """Block until some session of this database waits for a lock; return its query."""
-    deadline = time.monotonic() + timeout
-    with connection.cursor() as cursor:
-        while time.monotonic() < deadline:
-            cursor.execute(
-                "SELECT query FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
-            )
-            row = cursor.fetchone()
-            if row:
-                return row[0]
-            time.sleep(0.01)
-    raise AssertionError("nobody waited for a lock")
 
 
 def travel_in_thread(player, zone) -> tuple[threading.Thread, list]:

@@ -2,13 +2,13 @@
 snapshot, and the COMMIT with them when asked, on a real PostgreSQL with racing threads."""
 
 import threading
-import time
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, connections, transaction
 
 from nightstorm.sql import run, run_together
+from tests.helpers import wait_for_a_lock_waiter
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -33,8 +33,10 @@ def _users(*names):
 
 def _while_held(locked, renamed, read):
     """Hold `locked`'s row in another thread, rename `renamed` in that transaction and commit
-    it a moment after `read()` has started waiting for the row; what `read()` returned."""
-    held, out = threading.Event(), {}
+    it once `read()` waits for the row; what `read()` returned."""
+    held, waited = threading.Event(), []
+    connection.ensure_connection()
+    reader = connection.connection.info.backend_pid
 
     def holder():
         try:
@@ -42,7 +44,8 @@ def _while_held(locked, renamed, read):
                 run("default", LOCK, [locked.pk])
                 get_user_model().objects.filter(pk=renamed.pk).update(first_name="after")
                 held.set()
-                time.sleep(0.3)  # the reader is blocked on the row by now
+                wait_for_a_lock_waiter(pid=reader)  # the reader is blocked on the row
+                waited.append(reader)
         finally:
             connections.close_all()
 
@@ -51,10 +54,11 @@ def _while_held(locked, renamed, read):
     held.wait(10)
     try:
         with transaction.atomic():
-            out["rows"] = read()
+            rows = read()
     finally:
         thread.join(10)
-    return out["rows"]
+    assert waited, "the read did not wait for the row"
+    return rows
 
 
 def test_a_statement_after_a_lock_wait_reads_what_the_lock_holder_committed():
