@@ -392,6 +392,8 @@ def _raw_seat_claim(player_id, combat_id):
     locked read; the seat with the status and the COMMIT. The checks in between are reduced to
     the combat's (the storm's players are all free and in its zone). The storm's floor: what
     the same work costs without Django and the service around it."""
+    from psycopg.pq import TransactionStatus
+
     from game import registration as r
 
     conn = getattr(_raw_storm, "conn", None)
@@ -420,7 +422,7 @@ def _raw_seat_claim(player_id, combat_id):
         if not seated.fetchall():
             raise _RawRefused()
     finally:
-        if conn.info.transaction_status != 0:  # IDLE: committed; otherwise roll back
+        if conn.info.transaction_status != TransactionStatus.IDLE:  # not committed
             conn.execute("ROLLBACK")
 
 

@@ -17,8 +17,10 @@ and the scratch tables dropped; the audit is checked before and after the clean-
 
 import multiprocessing
 import os
+import random
 import time
 import uuid
+from datetime import UTC, datetime
 
 from bench.common import Row, percentile, setup_django
 
@@ -147,25 +149,22 @@ class StatementContributor:
     def __init__(self, dsn: str, player_id):
         import psycopg
 
-        self.conn = psycopg.connect(dsn, autocommit=True)
-        self.player_id = player_id
-
-    def contribute(self, bet: int, op: str) -> int:
-        import random
-
-        from django.utils import timezone
-
         from jackpot.models import STRIPES_PER_POOL
         from jackpot.statements import CONTRIBUTE
 
+        self.conn = psycopg.connect(dsn, autocommit=True)
+        self.player_id = player_id
+        self.sql, self.slots = CONTRIBUTE, STRIPES_PER_POOL
+
+    def contribute(self, bet: int, op: str) -> int:
         params = {
             "op": op,
             "player": self.player_id,
             "bet": bet,
-            "slot": random.randrange(STRIPES_PER_POOL),
-            "now": timezone.now(),
+            "slot": random.randrange(self.slots),
+            "now": datetime.now(UTC),
         }
-        row = self.conn.execute(CONTRIBUTE, params, prepare=True).fetchone()
+        row = self.conn.execute(self.sql, params, prepare=True).fetchone()
         if row[4] is None:  # nothing written (no free stripe): counted as given up
             raise RawConflict()
         return 1

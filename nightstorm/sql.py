@@ -67,20 +67,20 @@ def run_together(alias: str, statements: list, *, commit: bool = False) -> list[
     if connection.vendor != "postgresql":
         return [run(alias, sql, params) for sql, params in statements]
     commit = commit and len(connection.atomic_blocks) == 1 and not connection.savepoint_ids
-    with transaction.mark_for_rollback_on_error(alias), connection.wrap_database_errors:
+    with (
+        transaction.mark_for_rollback_on_error(alias),
+        connection.wrap_database_errors,
+        contextlib.ExitStack() as cursors,
+    ):
         connection.ensure_connection()
-        cursors = []
+        sent = []
         with connection.connection.pipeline():
             for sql, params in statements:
-                cursor = connection.cursor()
-                cursor.execute(sql, params)
-                cursors.append(cursor)
+                sent.append(cursors.enter_context(connection.cursor()))
+                sent[-1].execute(sql, params)
             if commit:
                 connection.connection.commit()
-        rows = [cursor.fetchall() if cursor.description else [] for cursor in cursors]
-        for cursor in cursors:
-            cursor.close()
-        return rows
+        return [cursor.fetchall() if cursor.description else [] for cursor in sent]
 
 
 @contextlib.contextmanager
