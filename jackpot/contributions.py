@@ -27,6 +27,7 @@ the stored contribution is returned instead. On SQLite (no row locks; transactio
 serialised) an attempt reads all stripes and always takes the exact path with ORM statements.
 """
 
+import logging
 import random
 import time
 from collections import defaultdict
@@ -77,7 +78,7 @@ class _NeedsExactCap(Exception):
         self.groups = groups
 
 
-@operation("jackpot.contribute")
+@operation("jackpot.contribute", ok_level=logging.DEBUG)
 def contribute(*, player, bet: int, operation_id: str) -> ContributionResult:
     """Add a bet's share to all three pools, once per `operation_id`; retry on conflicts.
 
@@ -134,12 +135,20 @@ def contribute(*, player, bet: int, operation_id: str) -> ContributionResult:
                 raise JackpotContended() from None
             metrics.RETRIES.labels("contribute").inc()
             time.sleep(backoff_delay(attempt, settings.JACKPOT_RETRY_DELAY_MS))
-    metrics.OPERATIONS.labels("contribute", "replayed" if replayed else "applied").inc()
-    metrics.SECONDS.labels("contribute").observe(time.perf_counter() - started)
+    _COUNTED["replayed" if replayed else "applied"].inc()
+    _SECONDS.observe(time.perf_counter() - started)
     if not replayed:
         for group, amount in contribution.amounts.items():
-            metrics.CONTRIBUTED.labels(group).inc(amount)
+            _CONTRIBUTED[group].inc(amount)
     return ContributionResult(contribution, replayed, attempt)
+
+
+# The labelled series of every bet, looked up once (`labels()` locks and builds a key).
+_COUNTED = {
+    outcome: metrics.OPERATIONS.labels("contribute", outcome) for outcome in ("applied", "replayed")
+}
+_SECONDS = metrics.SECONDS.labels("contribute")
+_CONTRIBUTED = {group: metrics.CONTRIBUTED.labels(group) for group in GROUPS}
 
 
 def _replay(existing: Contribution, player_id, bet: int) -> Contribution:

@@ -54,8 +54,17 @@ def test_a_callers_request_id_is_kept_and_a_strange_one_replaced(client, db):
     assert replaced != "bad id\n" and len(replaced) == 32
 
 
+@pytest.fixture
+def jackpot_debug():
+    logger = logging.getLogger("jackpot")
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    yield
+    logger.setLevel(level)
+
+
 @pytest.mark.django_db
-def test_a_state_change_logs_its_operation_id_player_and_outcome(captured):
+def test_a_state_change_logs_its_operation_id_player_and_outcome(captured, jackpot_debug):
     from jackpot import services
     from tests.jackpot.factories import PlayerFactory
 
@@ -63,11 +72,28 @@ def test_a_state_change_logs_its_operation_id_player_and_outcome(captured):
     player = PlayerFactory()
     services.contribute(player=player, bet=1000, operation_id="op-logged")
     (line,) = [r for r in captured if r["logger"] == "jackpot.operations"]
+    assert line["level"] == "DEBUG"  # the ledger keeps every contribution; see the next test
     assert line["operation"] == "jackpot.contribute"
     assert line["operation_id"] == "op-logged"
     assert line["player"] == str(player.pk)
     assert line["outcome"] == "ok"
     assert line["duration_ms"] >= 0
+
+
+@pytest.mark.django_db
+def test_a_contribution_is_quiet_at_info_and_its_refusal_is_not(captured):
+    from jackpot import services
+    from jackpot.errors import OperationReused
+    from tests.jackpot.factories import PlayerFactory
+
+    services.ensure_default_pools()
+    player = PlayerFactory()
+    services.contribute(player=player, bet=1000, operation_id="op-quiet")
+    assert not [r for r in captured if r["logger"] == "jackpot.operations"]
+    with pytest.raises(OperationReused):
+        services.contribute(player=player, bet=2000, operation_id="op-quiet")
+    (line,) = [r for r in captured if r["logger"] == "jackpot.operations"]
+    assert (line["level"], line["outcome"]) == ("INFO", "operation_id_reused")
 
 
 @pytest.mark.django_db
