@@ -314,18 +314,17 @@ def run() -> list[Row]:
                 "ops/s",
                 ours_rate,
                 raw_rate,
-                goal=10_000,
-                goal_is_absolute=True,
-                note="ratio = ConnectionService.register / raw redis-py pipeline",
+                note="ratio = ConnectionService.register / raw redis-py pipeline; no goal: one "
+                "thread waits for every round trip, so the raw pipeline's own rate is its "
+                f"ceiling, and the 10,000/s goal is the {PROCESSES} x {THREADS} row's",
             ),
             Row(
                 "connections: web registrations/s, one thread (INCR+HSET+SADD in one script)",
                 "ops/s",
                 web_rate,
                 raw_rate,
-                goal=5_000,
-                goal_is_absolute=True,
-                note="SharedConnections.register: allocates in Redis, answers what it stored",
+                note="SharedConnections.register: allocates in Redis, answers what it stored; "
+                "no goal, as above",
             ),
         ]
         # Web workers register from many request threads at once: concurrent calls share a
@@ -338,9 +337,9 @@ def run() -> list[Row]:
                 "ops/s",
                 web_threads,
                 raw_threads,
-                goal=10_000,
-                goal_is_absolute=True,
-                note="SharedConnections.register group commit; raw = MULTI HSET+SADD per call",
+                note="SharedConnections.register group commit; raw = MULTI HSET+SADD per call; "
+                "no goal: one process's threads share its interpreter lock, the platform's "
+                f"goal of 10,000/s is the {PROCESSES} x {THREADS} row's",
             )
         )
 
