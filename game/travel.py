@@ -79,9 +79,9 @@ WITH state AS (
            %(now)s + make_interval(secs => coalesce(seconds, %(fallback)s))
       FROM state
      WHERE flight_id IS NULL AND NOT in_combat AND zone_id IS DISTINCT FROM %(destination)s
-    RETURNING id, arrives_at
+    RETURNING id
 )
-SELECT s.zone_id, s.flight_id, s.flight_due, s.in_combat, j.id, j.arrives_at,
+SELECT s.zone_id, s.flight_id, s.flight_due, s.in_combat, j.id, s.seconds,
        (SELECT z.code FROM {_ZONE} z WHERE z.id = s.zone_id)
   FROM state s LEFT JOIN started j ON true
 """
@@ -115,7 +115,7 @@ def _start_locked(player_id, destination: Zone, now: datetime) -> Journey:
         "player": player_id,
         "fallback": FALLBACK_SECONDS,
     }
-    ((zone_id, flight_id, flight_due, in_combat, journey_id, arrives_at, origin),) = sql.run(
+    ((zone_id, flight_id, flight_due, in_combat, journey_id, seconds, origin),) = sql.run(
         connection.alias, _START_SQL, params
     )
     if journey_id is not None:
@@ -125,7 +125,8 @@ def _start_locked(player_id, destination: Zone, now: datetime) -> Journey:
             origin=_zone(zone_id, origin) if zone_id is not None else None,
             destination=destination,
             started_at=now,
-            arrives_at=arrives_at,
+            # What the insert stored (an exact sum); cheaper than reading a timestamp back.
+            arrives_at=now + timedelta(seconds=FALLBACK_SECONDS if seconds is None else seconds),
         )
         journey._state.adding, journey._state.db = False, connection.alias
         return journey
@@ -162,7 +163,7 @@ def _start_portable(player_id, destination: Zone, now: datetime) -> Journey:
         origin_id=player["zone_id"],
         destination=destination,
         started_at=now,
-        arrives_at=now + timedelta(seconds=seconds or FALLBACK_SECONDS),
+        arrives_at=now + timedelta(seconds=FALLBACK_SECONDS if seconds is None else seconds),
     )
 
 
@@ -197,8 +198,11 @@ def start_travel(*, player_id, zone_code: str, now: datetime | None = None) -> J
     except DomainError as exc:
         metrics.TRAVELS.labels(exc.code).inc()
         raise
-    metrics.TRAVELS.labels("started").inc()
+    _STARTED.inc()
     return journey
+
+
+_STARTED = metrics.TRAVELS.labels("started")  # looked up once: every start counts here
 
 
 @operation("game.arrivals")
