@@ -24,6 +24,7 @@ active seat per player". An IntegrityError from them rolls the claim back with t
 and is answered with the same 409 codes.
 """
 
+import logging
 from datetime import datetime
 
 from django.conf import settings
@@ -199,7 +200,7 @@ def _register_in_transaction(player_id, combat_id, now: datetime) -> Registratio
     return _take_seat(player_id, combat_id, now)
 
 
-@operation("game.register")
+@operation("game.register", ok_level=logging.DEBUG)  # the row is the record
 def register(*, player_id, combat_id, now: datetime | None = None) -> Registration:
     """Give `player_id` a seat in `combat_id`, or raise the reason it cannot have one.
 

@@ -16,6 +16,7 @@ lock) or by the `game:arrivals` schedule; a read shows it as landed without writ
 (`game.selectors.player_as_of`).
 """
 
+import logging
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -177,7 +178,7 @@ def _start_in_transaction(player_id, zone_code: str, now: datetime) -> Journey:
     return _start_locked(player_id, _zone(zone_id, zone_code), now)
 
 
-@operation("game.travel")
+@operation("game.travel", ok_level=logging.DEBUG)  # the row is the record
 def start_travel(*, player_id, zone_code: str, now: datetime | None = None) -> Journey:
     """Start a journey of `player_id` to the zone `zone_code`.
 
