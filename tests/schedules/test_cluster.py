@@ -23,6 +23,30 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
+# `manage.py qcluster`, plus django-q2's own scheduler pass every second from a thread of the
+# cluster's main process: its guard loop runs one only every 30 s (a constant in django-q2),
+# which made this test wait a minute and a half for two firing periods. The passes are the
+# real ones (rows locked FOR UPDATE, tasks sent to the broker the workers read), so two
+# clusters still race for the same due schedules, now more often.
+CLUSTER_WITH_FREQUENT_PASSES = """
+import os, sys, threading, time
+sys.argv = ["manage.py", "qcluster"]
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "nightstorm.settings")
+import django
+django.setup()
+from django_q.scheduler import scheduler
+
+def passes():
+    while True:
+        time.sleep(1)
+        scheduler()
+
+threading.Thread(target=passes, daemon=True).start()
+from django.core.management import execute_from_command_line
+execute_from_command_line(sys.argv)
+"""
+
+
 def start_cluster(log_path: Path) -> subprocess.Popen:
     db = connection.settings_dict
     env = {
@@ -37,7 +61,7 @@ def start_cluster(log_path: Path) -> subprocess.Popen:
     }
     log = log_path.open("ab")
     return subprocess.Popen(
-        [sys.executable, "manage.py", "qcluster"],
+        [sys.executable, "-c", CLUSTER_WITH_FREQUENT_PASSES],
         cwd=ROOT,
         env=env,
         stdout=log,
