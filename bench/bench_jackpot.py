@@ -17,6 +17,7 @@ stripes and caps are restored and the scratch tables dropped; the audit is check
 after the clean-up.
 """
 
+import contextlib
 import multiprocessing
 import os
 import random
@@ -212,7 +213,9 @@ def _worker(kind, index, n_ops, player_ids, prefix, barrier, results):
     # DB_PREPARE_THRESHOLD runs, PostgreSQL tries custom plans for five more). Uncounted;
     # every variant does the same.
     for i in range(WARM_UP_OPS):
-        contribute(rng.randint(*BET_RANGE), f"{prefix}:{index}:warm{i}")
+        # A refused warm-up bet must not keep this process from the start.
+        with contextlib.suppress(Exception):
+            contribute(rng.randint(*BET_RANGE), f"{prefix}:{index}:warm{i}")
     latencies, attempts, gave_up = [], 0, 0
     barrier.wait()
     started = time.perf_counter()

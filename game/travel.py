@@ -17,7 +17,7 @@ lock) or by the `game:arrivals` schedule; a read shows it as landed without writ
 """
 
 import logging
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection
@@ -127,7 +127,8 @@ def _start_locked(player_id, destination: Zone, now: datetime) -> Journey:
             destination=destination,
             started_at=now,
             # What the insert stored (an exact sum); cheaper than reading a timestamp back.
-            arrives_at=now + timedelta(seconds=FALLBACK_SECONDS if seconds is None else seconds),
+            arrives_at=now.astimezone(UTC)
+            + timedelta(seconds=FALLBACK_SECONDS if seconds is None else seconds),
         )
         journey._state.adding, journey._state.db = False, connection.alias
         return journey
@@ -164,7 +165,8 @@ def _start_portable(player_id, destination: Zone, now: datetime) -> Journey:
         origin_id=player["zone_id"],
         destination=destination,
         started_at=now,
-        arrives_at=now + timedelta(seconds=FALLBACK_SECONDS if seconds is None else seconds),
+        arrives_at=now.astimezone(UTC)
+        + timedelta(seconds=FALLBACK_SECONDS if seconds is None else seconds),
     )
 
 
