@@ -115,7 +115,7 @@ def run_together(alias: str, statements: list, *, commit: bool = False) -> list[
                 sent[-1].execute(sql, params)
             if commit:
                 connection.connection.commit()
-        return [cursor.fetchall() if cursor.description else [] for cursor in sent]
+        return [cursor.fetchall() if _has_rows(cursor.cursor) else [] for cursor in sent]
 
 
 class CompiledQuery:

@@ -97,6 +97,24 @@ def test_a_contribution_is_quiet_at_info_and_its_refusal_is_not(captured):
 
 
 @pytest.mark.django_db
+def test_a_journey_and_a_seat_are_quiet_at_info(captured):
+    from game import registration, travel
+    from tests.game.factories import make_event, make_players, make_zones
+
+    home, away = make_zones(2)
+    traveller, fighter = make_players(2, zone=home)
+    combat = make_event(home).combats.order_by("index").first()
+    actions = ("game.travel", "game.register")
+    travel.start_travel(player_id=traveller.pk, zone_code=away.code)
+    registration.register(player_id=fighter.pk, combat_id=combat.pk)
+    assert not [r for r in captured if r.get("operation") in actions]
+    with pytest.raises(registration.AlreadyRegistered):
+        registration.register(player_id=fighter.pk, combat_id=combat.pk)
+    (line,) = [r for r in captured if r.get("operation") in actions]
+    assert (line["level"], line["outcome"]) == ("INFO", "already_registered")
+
+
+@pytest.mark.django_db
 def test_a_refusal_is_logged_with_its_code(captured):
     from game.errors import UnknownZone
     from game.travel import start_travel

@@ -1,5 +1,6 @@
-"""`nightstorm.sql.CompiledQuery`: a queryset's SQL built once, run again with other values,
-returning what the queryset itself returns."""
+"""`nightstorm.sql`: `run` answers rows exactly when the statement returned a result set, and
+`CompiledQuery` builds a queryset's SQL once, runs it again with other values and returns what
+the queryset itself returns."""
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -8,10 +9,23 @@ from django.db.models import Exists, OuterRef, Value
 from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 
-from nightstorm.sql import CompiledQuery
+from nightstorm.sql import CompiledQuery, run, run_count
 from tests.helpers import race
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_run_answers_rows_only_for_a_result_set_even_an_empty_one():
+    user = get_user_model().objects.create(username="run-rows")
+    table, alias = get_user_model()._meta.db_table, connection.alias
+    assert run(alias, f"SELECT id FROM {table} WHERE id = %s", [user.pk]) == [(user.pk,)]
+    # A result set without rows, and a statement without a result set, both answer [].
+    returning = f"UPDATE {table} SET first_name = %s WHERE id = %s RETURNING id"
+    assert run(alias, returning, ["x", -1]) == []
+    assert run(alias, returning, ["y", user.pk]) == [(user.pk,)]
+    update = f"UPDATE {table} SET last_name = %s WHERE id = %s"
+    assert run(alias, update, ["z", user.pk]) == []
+    assert run_count(alias, update, ["w", user.pk]) == 1
 
 
 def _tokens(n: int) -> list[Token]:
