@@ -46,7 +46,7 @@ from pathlib import Path
 from django.db import connections
 from django.utils import timezone
 
-from bench.common import Row, ensure_players, median, vacuum
+from bench.common import Row, ensure_players, listed, median, vacuum
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAN_SCRIPT = Path(__file__).resolve().parent / "wrk" / "plan.lua"
@@ -483,7 +483,7 @@ def run() -> list[Row]:
             django_ceiling["rate"],
             note=(
                 f"mean of {len(ceilings)} runs of {CEILING_SECONDS:.0f} s, one around each "
-                f"workload run: {', '.join(str(round(c['rate'])) for c in ceilings)} req/s; "
+                f"workload run: {listed([c['rate'] for c in ceilings])} req/s; "
                 f"median p50 {drf_all['p50_ms']:.1f} ms, p99 {drf_all['p99_ms']:.1f} ms"
             ),
         ),

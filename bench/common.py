@@ -190,3 +190,8 @@ def ensure_players(names: list[str], password_hash: str, zone_of) -> list[Seeded
     keys = dict(tokens.values_list("user_id", "key"))
     player_ids = dict(players.values_list("user_id", "pk"))
     return [SeededPlayer(n, users[n], player_ids[users[n]], keys[users[n]]) for n in names]
+
+
+def listed(figures: list[float]) -> str:
+    """Every round's figure, for a row's note: "1172, 1354, 1441"."""
+    return ", ".join(f"{x:.0f}" for x in figures)
