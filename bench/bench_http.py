@@ -20,9 +20,10 @@ land on both; its row is its best run (rate, p50/p99 and ratio of that run), the
 note.
 
 The benchmark's players (`httpbench…`) and zones (`HB1`, `HB2`) stay between runs: their
-contributions are in the append-only jackpot ledger, which refuses deletes. Their seats,
-journeys and Nightstorm events are removed, their zone reset and the tables vacuumed before
-each write workload (autovacuum may be off, and dead rows would slow what runs next).
+contributions are in the append-only jackpot ledger, which refuses deletes; each has a landed
+journey, so the journeys table is not empty. Their seats, journeys in flight and Nightstorm
+events are removed, their zone reset and the tables vacuumed before each write workload
+(autovacuum may be off, and dead rows would slow what runs next).
 
 `BENCH_HTTP_PROFILE=1` also records every workload with py-spy (all gunicorn workers) and
 prints where the time went (`bench/http-profile-<workload>.txt`, folded stacks).
@@ -287,8 +288,37 @@ class HttpWorld:
         self.registrants = keys[READERS : READERS + REGISTRANTS]
         self.travellers = keys[READERS + REGISTRANTS :]
         self.player_ids = [p.player_id for p in seeded]
+        self._give_history()
         self.combat_ids: list = []
         self.run = uuid.uuid4().hex[:8]
+
+    def _give_history(self):
+        """A landed journey for every player that has none, so the journeys table and its
+        statistics look like a live game's: analyzed empty, the cached plans would scan the
+        whole table for a journey in flight while the travel workload fills it."""
+        from game.models import Journey
+
+        landed = timezone.now() - timedelta(days=1)
+        have = set(
+            Journey.objects.filter(player_id__in=self.player_ids).values_list(
+                "player_id", flat=True
+            )
+        )
+        Journey.objects.bulk_create(
+            [
+                Journey(
+                    player_id=pid,
+                    origin=self.away,
+                    destination=self.home,
+                    started_at=landed - timedelta(minutes=10),
+                    arrives_at=landed,
+                    arrived_at=landed,
+                )
+                for pid in self.player_ids
+                if pid not in have
+            ],
+            batch_size=5000,
+        )
 
     def reset(self):
         """Free every seat, journey and event of the benchmark; players back in HB1; fresh open
@@ -301,7 +331,8 @@ class HttpWorld:
         Registration.objects.filter(player_id__in=self.player_ids).delete()
         Combat.all_objects.filter(event__in=events).hard_delete()
         events.delete()
-        Journey.objects.filter(player_id__in=self.player_ids).delete()
+        # Journeys in flight are removed; the landed ones stay, as a game's history does.
+        Journey.objects.filter(player_id__in=self.player_ids, arrived_at__isnull=True).delete()
         Player.all_objects.filter(pk__in=self.player_ids).update(zone=self.home)
         base = timezone.now().replace(microsecond=0) + timedelta(days=3650)
         self.combat_ids = []
@@ -317,7 +348,7 @@ class HttpWorld:
         Registration.objects.filter(combat__event__in=events).delete()
         Combat.all_objects.filter(event__in=events).hard_delete()
         events.delete()
-        Journey.objects.filter(player_id__in=self.player_ids).delete()
+        Journey.objects.filter(player_id__in=self.player_ids, arrived_at__isnull=True).delete()
 
 
 # --- plans ----------------------------------------------------------------------------------
