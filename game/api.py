@@ -14,7 +14,6 @@ from rest_framework import serializers, status
 from rest_framework.generics import ListAPIView
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from game import players, registration, selectors, travel
@@ -25,6 +24,7 @@ from game.world import zone_specs
 from nightstorm.api import fields
 from nightstorm.api.conditional import etag_for
 from nightstorm.api.schema import ETAG, IDEMPOTENT, NO_NUL, errors
+from nightstorm.api.throttling import ScopedRateThrottle
 from nightstorm.idempotency import idempotent
 
 # --- serializers ----------------------------------------------------------------------------

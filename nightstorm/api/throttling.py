@@ -1,5 +1,6 @@
 """The default throttles (DEFAULT_THROTTLE_CLASSES): anonymous callers by address
-(`THROTTLE_ANON`), accounts by user (`THROTTLE_USER`).
+(`THROTTLE_ANON`), accounts by user (`THROTTLE_USER`); and the scoped one of the token login
+(`THROTTLE_AUTH`) and sign-up (`THROTTLE_REGISTER`), by address.
 
 A caller that presented a service token (a gateway, a game server: `service_token_or_staff`
 marks the request) is not throttled: it speaks for many players from one address. A throttled
@@ -113,3 +114,8 @@ class UserRateThrottle(SlidingWindowThrottle, throttling.UserRateThrottle):
         if not (request.user and request.user.is_authenticated):
             return None
         return super().get_cache_key(request, view)
+
+
+class ScopedRateThrottle(throttling.ScopedRateThrottle, SlidingWindowThrottle):
+    """A view's own scope (`throttle_scope`: the token login, sign-up), counted the same way:
+    a password guesser's parallel requests count one by one too."""

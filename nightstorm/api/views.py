@@ -7,10 +7,10 @@ from rest_framework import serializers
 from rest_framework.authtoken.models import Token
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from nightstorm.api import fields
+from nightstorm.api.throttling import ScopedRateThrottle
 from nightstorm.errors import DomainError
 
 

@@ -2,6 +2,7 @@
 serves it, and let a caller in again as its requests age (a sliding window)."""
 
 import multiprocessing
+import random
 import threading
 import types
 import uuid
@@ -26,12 +27,10 @@ def _fixed_key(base):
     return Throttle
 
 
-def _worker(throttle_class, barrier, results):
-    request = types.SimpleNamespace()
-
+def _worker(throttle_class, barrier, results, request, view):
     def call():
         barrier.wait(timeout=30)
-        results.put(throttle_class().allow_request(request, None))
+        results.put(throttle_class().allow_request(request, view))
 
     threads = [threading.Thread(target=call) for _ in range(THREADS)]
     for thread in threads:
@@ -40,12 +39,13 @@ def _worker(throttle_class, barrier, results):
         thread.join(timeout=60)
 
 
-def _admitted_at_once(throttle_class) -> int:
+def _admitted_at_once(throttle_class, request=None, view=None) -> int:
     """How many of 32 requests of one caller, sent at once from 4 processes, were let in."""
     ctx = multiprocessing.get_context("fork")
     barrier, results = ctx.Barrier(PROCESSES * THREADS), ctx.Queue()
+    request = request or types.SimpleNamespace()
     procs = [
-        ctx.Process(target=_worker, args=(throttle_class, barrier, results))
+        ctx.Process(target=_worker, args=(throttle_class, barrier, results, request, view))
         for _ in range(PROCESSES)
     ]
     for proc in procs:
@@ -60,6 +60,17 @@ def _admitted_at_once(throttle_class) -> int:
 def test_a_burst_from_four_processes_lets_exactly_the_limit_in():
     for _ in range(3):
         assert _admitted_at_once(_fixed_key(SlidingWindowThrottle)) == LIMIT
+
+
+@pytest.mark.redis
+def test_a_scoped_throttle_counts_a_burst_from_one_address_exactly(monkeypatch):
+    from nightstorm.api.throttling import ScopedRateThrottle
+
+    monkeypatch.setitem(ScopedRateThrottle.THROTTLE_RATES, "auth", f"{LIMIT}/day")
+    address = f"10.{random.randrange(256)}.{random.randrange(256)}.{random.randrange(1, 255)}"
+    request = types.SimpleNamespace(META={"REMOTE_ADDR": address}, user=None)
+    view = types.SimpleNamespace(throttle_scope="auth")
+    assert _admitted_at_once(ScopedRateThrottle, request, view) == LIMIT
 
 
 @pytest.mark.redis
