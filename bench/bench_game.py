@@ -299,7 +299,7 @@ def bench_travel(world: World) -> list[Row]:
         ],
         batch_size=5000,
     )
-    _vacuum_journeys()
+    vacuum("game_journey")
     local = threading.local()
     conns = []
 
@@ -336,7 +336,7 @@ def bench_travel(world: World) -> list[Row]:
                     if counted:
                         rates[fn].append(len(pids) / (time.perf_counter() - started))
                     Journey.objects.filter(player_id__in=pids, arrived_at__isnull=True).delete()
-                    _vacuum_journeys()
+                    vacuum("game_journey")
         finally:
             # Each thread's own connections, closed in that thread.
             barrier = threading.Barrier(THREADS)
@@ -361,11 +361,6 @@ def bench_travel(world: World) -> list[Row]:
             f"raw {listed(rates[raw])} starts/s",
         )
     ]
-
-
-def _vacuum_journeys() -> None:
-    with connections["default"].cursor() as cursor:
-        cursor.execute("VACUUM (ANALYZE) game_journey")
 
 
 # --- registration storm -----------------------------------------------------------------------

@@ -42,6 +42,12 @@ _SEAT = Registration._meta.db_table
 _ROUTE = Route._meta.db_table
 
 
+def _arrival(now: datetime, seconds: int | None) -> datetime:
+    """When a journey started `now` on a route of `seconds` (None: no seeded route) arrives,
+    in UTC, as the database adds it."""
+    return now.astimezone(UTC) + timedelta(seconds=FALLBACK_SECONDS if seconds is None else seconds)
+
+
 def _arrive_locked(journey: Journey, now: datetime) -> None:
     Journey.objects.filter(pk=journey.pk, arrived_at__isnull=True).update(arrived_at=now)
     Player.all_objects.filter(pk=journey.player_id).update(
@@ -127,8 +133,7 @@ def _start_locked(player_id, destination: Zone, now: datetime) -> Journey:
             destination=destination,
             started_at=now,
             # What the insert stored (an exact sum); cheaper than reading a timestamp back.
-            arrives_at=now.astimezone(UTC)
-            + timedelta(seconds=FALLBACK_SECONDS if seconds is None else seconds),
+            arrives_at=_arrival(now, seconds),
         )
         journey._state.adding, journey._state.db = False, connection.alias
         return journey
@@ -165,8 +170,7 @@ def _start_portable(player_id, destination: Zone, now: datetime) -> Journey:
         origin_id=player["zone_id"],
         destination=destination,
         started_at=now,
-        arrives_at=now.astimezone(UTC)
-        + timedelta(seconds=FALLBACK_SECONDS if seconds is None else seconds),
+        arrives_at=_arrival(now, seconds),
     )
 
 

@@ -89,8 +89,9 @@ class _Clock:
 
 
 @pytest.fixture
-def per_minute(monkeypatch):
-    """A throttle of 3 requests a minute for one caller, on a clock the test moves."""
+def per_minute():
+    """A throttle of 3 requests a minute for one caller, on a clock the test moves; `ask`
+    sends one request (by default an ordinary caller's)."""
     clock = _Clock(1_000_000 * 60.0)  # the start of a window
     key = f"test-throttle-{uuid.uuid4().hex}"
 
@@ -101,9 +102,9 @@ def per_minute(monkeypatch):
         def get_cache_key(self, request, view):
             return key
 
-    def ask():
+    def ask(request=None):
         throttle = Throttle()
-        return throttle.allow_request(types.SimpleNamespace(), None), throttle
+        return throttle.allow_request(request or types.SimpleNamespace(), None), throttle
 
     return clock, ask
 
@@ -137,8 +138,9 @@ def test_a_refused_request_is_not_counted_and_old_requests_age_out(per_minute):
     assert [ask()[0] for _ in range(3)] == [True, True, True]
 
 
-def test_a_service_caller_is_not_counted():
-    from nightstorm.api.throttling import UserRateThrottle
-
+def test_a_service_caller_is_neither_refused_nor_counted(per_minute):
+    _, ask = per_minute
     service = types.SimpleNamespace(service_caller="gateway")
-    assert all(UserRateThrottle().allow_request(service, None) for _ in range(5))
+    assert [ask(service)[0] for _ in range(5)] == [True] * 5
+    # The caller's own three requests still fit: the service's five were not counted.
+    assert [ask()[0] for _ in range(4)] == [True, True, True, False]
