@@ -21,10 +21,16 @@ stripe per pool in primary-key order, the wait bounded by JACKPOT_LOCK_TIMEOUT_M
 timeout or a deadlock victim is retried the same way; after JACKPOT_MAX_RETRY_ATTEMPTS
 attempts the call raises 503 `jackpot_contended`, having applied nothing.
 
-Once only: the claim also answers whether the operation id was applied; a concurrent request
-with the same id that commits first makes this attempt's insert fail on the unique index, and
-the stored contribution is returned instead. On SQLite (no row locks; transactions are
-serialised) an attempt reads all stripes and always takes the exact path with ORM statements.
+Once only: the claim also answers whether the operation id was applied. A concurrent request
+with the same id that commits first makes this attempt's insert meet the unique index: the
+one-statement attempt's insert then does nothing (ON CONFLICT), and with it the stripes' and
+the ledger's writes, which depend on it; the two-statement attempt's fails and rolls back. In
+both cases the stored contribution is returned instead. A one-statement attempt inside a
+caller's transaction runs without a savepoint, and raises a database error (a deadlock
+victim) to the caller rather than retrying in a transaction that error aborted.
+
+On SQLite (no row locks; transactions are serialised) an attempt reads all stripes and always
+takes the exact path with ORM statements.
 """
 
 import logging
@@ -97,16 +103,22 @@ def contribute(*, player, bet: int, operation_id: str) -> ContributionResult:
     wait, exact, attempt = False, frozenset(), 0
     while True:
         attempt += 1
-        # The one-statement attempt, outside a caller's transaction, is its own transaction
-        # (no BEGIN, no COMMIT round trip).
-        alone = _in_one_statement(connection, wait, exact) and not connection.in_atomic_block
+        # The one-statement attempt takes no transaction of its own. Outside a caller's it is
+        # one (no BEGIN, no COMMIT round trip); inside one it needs no savepoint (two round
+        # trips): whatever it leaves to another attempt, a concurrent twin included, it leaves
+        # without an error and without a write. A database error in it has made the caller's
+        # transaction unusable, so it is the caller's to handle (`@idempotent` retries it).
+        one_statement = _in_one_statement(connection, wait, exact)
+        unguarded = one_statement and connection.in_atomic_block
         try:
-            with nullcontext() if alone else transaction.atomic(using=alias):
+            with nullcontext() if one_statement else transaction.atomic(using=alias):
                 contribution, replayed = _contribute_once(
                     alias, player_id, bet, operation_id, wait=wait, exact=exact
                 )
             break
         except IntegrityError:
+            if unguarded:
+                raise
             # A concurrent request with the same operation id committed first (unique index);
             # this attempt rolled back entirely and the stored contribution is the answer.
             # Read from the primary: a replica may not have it yet.
@@ -124,8 +136,8 @@ def contribute(*, player, bet: int, operation_id: str) -> ContributionResult:
         except (ConcurrencyConflict, DatabaseError) as exc:
             # All stripes of a pool held, a lock timeout (55P03) or a deadlock victim (40P01):
             # run again, waiting for a stripe this time.
-            if not isinstance(exc, ConcurrencyConflict) and not (
-                is_transient(exc) or is_lock_timeout(exc)
+            if not isinstance(exc, ConcurrencyConflict) and (
+                unguarded or not (is_transient(exc) or is_lock_timeout(exc))
             ):
                 raise
             metrics.CONFLICTS.labels("contribute").inc()
@@ -266,7 +278,9 @@ def _contribute_in_one_statement(
             raise _NeedsExactCap(set(exact))
         if not rates_ok:
             raise ValueError("contribution rates add up to more than the whole bet")
-        raise AssertionError("the contribution statement wrote nothing and said no reason")
+        # Everything said write, and the insert did nothing: a concurrent request with the
+        # same operation id committed it first (ON CONFLICT); this statement's next one sees it.
+        return _stored(alias, operation_id, player_id, bet), True
     parts = ("minor_amount", "major_amount", "mega_amount", "house_amount", "overflow_amount")
     values = {"operation_id": operation_id, "player_id": player_id, "bet": bet, "created_at": now}
     return _written(alias, pk, {**values, **dict(zip(parts, amounts, strict=True))}), False

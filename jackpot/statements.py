@@ -28,7 +28,10 @@ transaction): the `CLAIM_FREE` claim, the split and the caps computed in SQL as
 `jackpot.ledger.split_bet` and `contributions` compute them, and the write, made only when every
 pool had a free stripe and no capped part needs the exact path. Otherwise it writes nothing
 and its row says why (applied already, a pool without a free stripe, the groups to run
-exactly), and the attempt goes on the two-statement way.
+exactly), and the attempt goes on the two-statement way. A twin with the same operation id
+that commits while this statement runs makes its insert do nothing (ON CONFLICT) rather than
+fail: the stripes' update and the ledger rows join the inserted row, so nothing is written,
+and the row's every reason to write with no id says so.
 
 `write_sql(n)` is the write: one data-modifying CTE that inserts the contribution, updates the
 `n` changed stripes (already locked: nothing to wait for, nothing to check) and inserts one
@@ -162,6 +165,7 @@ c AS (
       FROM credits
     HAVING (SELECT claimed = {len(GROUPS)} AND rates_ok AND cardinality(exact) = 0
               FROM decision)
+    ON CONFLICT (operation_id) DO NOTHING
     RETURNING id, operation_id, player_id, created_at, minor_amount, major_amount,
               mega_amount, house_amount, overflow_amount
 ),

@@ -209,3 +209,98 @@ def test_a_duplicate_win_that_waited_for_the_pool_lock_replays(pools, player):
     assert Player.objects.get(pk=player.pk).gold == held
     assert GoldEntry.objects.filter(player=player).count() == 1
     assert_books_balance()
+
+
+def _twin_contributes_while_the_first_holds(player, contribute) -> dict:
+    """`first` applies operation "twin-bet" in a transaction it keeps open; `contribute` then
+    runs the same operation in a transaction of its own, waits on the unique index, and the
+    first commits. What the twin's transaction saw: its result or error, and whether it could
+    still run a statement afterwards."""
+    applied, release, twin = threading.Event(), threading.Event(), {}
+
+    def first():
+        try:
+            with transaction.atomic():
+                services.contribute(player=player.pk, bet=40_000, operation_id="twin-bet")
+                applied.set()
+                release.wait(timeout=20)  # the contribution is written, uncommitted
+        finally:
+            connections.close_all()
+
+    def second():
+        try:
+            with transaction.atomic():
+                try:
+                    twin["result"] = contribute()
+                except Exception as exc:
+                    twin["error"] = exc
+                try:  # the caller's transaction goes on after the call
+                    Contribution.objects.count()
+                    twin["usable"] = True
+                except Exception:
+                    twin["usable"] = False
+        except Exception:
+            pass  # an aborted transaction's rollback: its outcome is already recorded
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    threads[0].start()
+    try:
+        assert applied.wait(timeout=10)
+        threads[1].start()
+        assert _waiting_for_a_lock(), "the twin never waited for the first's insert"
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    return twin
+
+
+def test_a_twin_in_a_callers_transaction_replays_without_a_savepoint(uncapped_pools, player):
+    """The one-statement contribution runs in a caller's transaction without a savepoint. A
+    twin with the same operation id that waited for the first's insert gets the first's
+    contribution, the caller's transaction stays usable, and the money moves once."""
+    before = pool_rows()
+    twin = _twin_contributes_while_the_first_holds(
+        player,
+        lambda: services.contribute(player=player.pk, bet=40_000, operation_id="twin-bet"),
+    )
+    assert "error" not in twin, twin.get("error")
+    assert twin["result"].replayed and twin["usable"]
+    assert twin["result"].attempts == 1  # the one-statement attempt, not a retry
+    stored = Contribution.objects.get(operation_id="twin-bet")
+    assert twin["result"].contribution.pk == stored.pk
+    assert pool_rows() == {g: a + stored.amounts[g] for g, a in before.items()}
+    assert LedgerEntry.objects.filter(operation_id="twin-bet").count() == 3
+    assert_books_balance()
+
+
+def test_control_the_statement_without_on_conflict_aborts_the_callers_transaction(
+    uncapped_pools, player
+):
+    """CONTROL: the same statement without its ON CONFLICT clause, run the same way: the twin's
+    insert fails on the unique index, and the caller's transaction is lost with it."""
+    import random
+
+    from django.utils import timezone
+
+    from jackpot import statements
+    from nightstorm import sql
+
+    plain = statements.CONTRIBUTE.replace("ON CONFLICT (operation_id) DO NOTHING", "")
+    assert plain != statements.CONTRIBUTE
+    params = {
+        "op": "twin-bet",
+        "player": player.pk,
+        "bet": 40_000,
+        "slot": random.randrange(2),
+        "now": timezone.now(),
+    }
+    twin = _twin_contributes_while_the_first_holds(
+        player, lambda: sql.run(connection.alias, plain, params)
+    )
+    assert type(twin.get("error")).__name__ == "IntegrityError", twin
+    assert twin["usable"] is False
+    assert Contribution.objects.filter(operation_id="twin-bet").count() == 1
+    assert_books_balance()
