@@ -23,6 +23,7 @@ from game.models import Player
 from game.world import zone_specs
 from nightstorm.api import fields
 from nightstorm.api.conditional import etag_for
+from nightstorm.api.representation import represent
 from nightstorm.api.schema import ETAG, IDEMPOTENT, NO_NUL, errors
 from nightstorm.api.throttling import ScopedRateThrottle
 from nightstorm.idempotency import idempotent
@@ -122,7 +123,7 @@ class RegistrationOut(serializers.Serializer):
 
 def _render_player(player: Player, journey) -> dict:
     player.journey_in_flight = journey
-    return PlayerOut(player).data
+    return represent(PlayerOut, player)
 
 
 def _combat_id(raw: str) -> uuid.UUID:
@@ -202,7 +203,7 @@ class TravelView(APIView):
         data.is_valid(raise_exception=True)
         player_id = player_of(request).pk
         journey = travel.start_travel(player_id=player_id, zone_code=data.validated_data["zone"])
-        return Response(JourneyOut(journey).data, status=status.HTTP_202_ACCEPTED)
+        return Response(represent(JourneyOut, journey), status=status.HTTP_202_ACCEPTED)
 
 
 class ZoneListView(APIView):
@@ -255,7 +256,7 @@ class CombatDetailView(APIView):
         )
         if combat is None:
             raise CombatNotFound()
-        return Response(CombatOut(combat).data, headers={"ETag": etag_for(combat.version)})
+        return Response(represent(CombatOut, combat), headers={"ETag": etag_for(combat.version)})
 
 
 class CombatRegistrationView(APIView):
@@ -283,4 +284,4 @@ class CombatRegistrationView(APIView):
     def post(self, request, pk):
         combat_id = _combat_id(pk)
         seat = registration.register(player_id=player_of(request).pk, combat_id=combat_id)
-        return Response(RegistrationOut(seat).data, status=status.HTTP_201_CREATED)
+        return Response(represent(RegistrationOut, seat), status=status.HTTP_201_CREATED)
