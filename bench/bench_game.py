@@ -413,7 +413,7 @@ class _RawRefused(Exception):
 def _raw_seat_claim(player_id, combat_id):
     """The seat claim's statements (`game.registration`'s own SQL) in plain psycopg on the
     thread's connection, with its round trips: the plain read; the player's lock with the
-    locked read; the seat with the COMMIT. The checks in between are reduced to
+    locked read; the seat with the status and the COMMIT. The checks in between are reduced to
     the combat's (the storm's players are all free and in its zone). The storm's floor: what
     the same work costs without Django and the service around it."""
     from psycopg.pq import TransactionStatus
@@ -441,6 +441,7 @@ def _raw_seat_claim(player_id, combat_id):
         seat = [now, combat_id, player_id, True, 100, 0, now]
         with conn.pipeline():
             seated = conn.execute(r._SEAT_SQL, seat)
+            conn.execute(r._STATUS_SQL, [combat_id])
             conn.execute("COMMIT")
         if not seated.fetchall():
             raise _RawRefused()

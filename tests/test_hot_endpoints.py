@@ -72,9 +72,9 @@ def test_writes(client, player, django_assert_num_queries):
     q = django_assert_num_queries
     # token (with the player); the unlocked read of the checks; then the transaction (a
     # savepoint here, BEGIN/COMMIT in production): player lock with the lock timeout and the
-    # locked read (one round trip), the claim with the seat's insert (one round trip, with the
-    # COMMIT in production): 4 round trips
-    _count(q, 7, lambda: client.post(f"/api/v1/combats/{combat.pk}/registrations/"))
+    # locked read (one round trip), the claim with the seat's insert and the combat's status
+    # (one round trip, with the COMMIT in production): 4 round trips
+    _count(q, 8, lambda: client.post(f"/api/v1/combats/{combat.pk}/registrations/"))
     Registration.objects.filter(player=player).delete()
     # token (with the player); the transaction (a savepoint here): the destination with the
     # player's lock, then the checks with the insert in one statement
