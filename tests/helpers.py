@@ -72,3 +72,73 @@ def wait_for_a_lock_waiter(timeout: float = 10, *, pid: int | None = None) -> st
                 return row[0]
             time.sleep(0.01)
     raise AssertionError("nobody waited for a lock")
+
+
+def waiting_for_a_lock(timeout: float = 10.0) -> bool:
+    """Whether another session of this database is blocked on a lock (polled)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+            )
+            if cursor.fetchone()[0]:
+                return True
+        time.sleep(0.01)
+    return False
+
+
+def while_held(hold: Callable, then: Callable, *, in_transaction: bool = False) -> dict:
+    """`hold()` runs in a transaction that stays open; then `then()` runs on another thread
+    (in a transaction of its own with `in_transaction`) until it waits for one of the held
+    locks, and the holder commits. What `then` got: `result` or `error`, and with
+    `in_transaction`, `usable`: whether its transaction could still run a statement after."""
+    from django.db import transaction
+
+    held, release, seen = threading.Event(), threading.Event(), {}
+
+    def holder():
+        try:
+            with transaction.atomic():
+                hold()
+                held.set()
+                release.wait(timeout=20)
+        finally:
+            connections.close_all()
+
+    def call():
+        try:
+            seen["result"] = then()
+        except Exception as exc:
+            seen["error"] = exc
+        if in_transaction:
+            try:
+                connection.cursor().execute("SELECT 1")
+                seen["usable"] = True
+            except Exception:
+                seen["usable"] = False
+
+    def waiter():
+        try:
+            if not in_transaction:
+                return call()
+            with transaction.atomic():
+                call()
+        except Exception:
+            pass  # an aborted transaction's rollback: what it saw is recorded
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=holder), threading.Thread(target=waiter)]
+    threads[0].start()
+    try:
+        assert held.wait(timeout=10), "the holder never took its locks"
+        threads[1].start()
+        assert waiting_for_a_lock(), "the second call never waited for the held locks"
+    finally:
+        release.set()
+        for thread in threads:
+            if thread.ident is not None:
+                thread.join(timeout=30)
+    return seen

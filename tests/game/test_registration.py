@@ -28,7 +28,7 @@ from game.errors import (
 from game.models import Combat, Journey, Registration
 from tests.game.conftest import THREADS
 from tests.game.factories import ZoneFactory, make_event, make_players, make_zones
-from tests.helpers import race
+from tests.helpers import race, while_held
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -283,23 +283,6 @@ def test_a_player_row_held_elsewhere_bounds_the_wait_and_takes_no_seat(settings)
     registration.register(player_id=player.pk, combat_id=combat.pk)  # free again: seated
 
 
-def _wait_for_a_lock_wait(timeout=10.0) -> bool:
-    """Whether another session of this database is blocked on a lock (polled)."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
-            )
-            if cursor.fetchone()[0]:
-                return True
-        time.sleep(0.01)
-    return False
-
-
 @pytest.mark.parametrize(
     ("change", "error"),
     [
@@ -315,35 +298,14 @@ def test_a_claim_that_finds_no_seat_after_the_read_says_why(change, error):
     zone = ZoneFactory()
     combat = make_event(zone).combats.order_by("index").first()
     (player,) = make_players(1, zone=zone)
-    held, release, outcome = threading.Event(), threading.Event(), {}
 
-    def hold():
-        with transaction.atomic():
-            with connection.cursor() as cursor:
-                cursor.execute(change, [combat.pk])
-            held.set()
-            release.wait(10)
-        connection.close()
+    def change_the_combat():
+        with connection.cursor() as cursor:
+            cursor.execute(change, [combat.pk])
 
-    def contend():
-        try:
-            registration.register(player_id=player.pk, combat_id=combat.pk)
-            outcome["seated"] = True
-        except Exception as exc:
-            outcome["error"] = exc
-        finally:
-            connection.close()
-
-    holder, contender = threading.Thread(target=hold), threading.Thread(target=contend)
-    holder.start()
-    try:
-        assert held.wait(10)
-        contender.start()
-        assert _wait_for_a_lock_wait(), "the claim never waited for the combat row"
-    finally:
-        release.set()
-        holder.join()
-        if contender.ident is not None:
-            contender.join(timeout=30)
+    outcome = while_held(
+        change_the_combat,
+        lambda: registration.register(player_id=player.pk, combat_id=combat.pk),
+    )
     assert isinstance(outcome.get("error"), error), outcome
     assert not Registration.objects.filter(player=player).exists()

@@ -7,17 +7,16 @@ either way the pool and the player's gold change once. Below the HTTP layer the 
 operation id is what makes a duplicate apply once (scripts, the admin, an expired record).
 """
 
-import threading
 import time
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import connection
 from rest_framework.test import APIClient
 
 from game.models import GoldEntry, Player
 from jackpot import services
 from jackpot.models import Contribution, JackpotPool, LedgerEntry, Win
-from tests.helpers import race
+from tests.helpers import race, while_held
 from tests.jackpot.books import assert_books_balance
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -148,21 +147,6 @@ def test_concurrent_duplicate_contributions_with_one_key_apply_once(pools, playe
     assert_books_balance()
 
 
-def _waiting_for_a_lock(timeout=10.0) -> bool:
-    """Whether another session of this database is blocked on a row lock (polled)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
-            )
-            if cursor.fetchone()[0]:
-                return True
-        time.sleep(0.01)
-    return False
-
-
 def test_a_duplicate_win_that_waited_for_the_pool_lock_replays(pools, player):
     """Below HTTP (a script, a retried job): two calls with one operation id, the second
     blocked on the pool lock while the first commits. Its replay probe was read before the
@@ -170,37 +154,11 @@ def test_a_duplicate_win_that_waited_for_the_pool_lock_replays(pools, player):
     payout, and the pool and the gold move once."""
     services.adjust_pool(group="mega", delta=5_000, operation_id="fund-lock")
     held = JackpotPool.objects.get(group="mega").amount
-    paid, release, second = threading.Event(), threading.Event(), {}
 
-    def first():
-        try:
-            with transaction.atomic():
-                services.process_win(group="mega", player=player.pk, operation_id="one-win")
-                paid.set()
-                release.wait(timeout=20)  # holds the pool lock, uncommitted
-        finally:
-            connections.close_all()
+    def pay():
+        return services.process_win(group="mega", player=player.pk, operation_id="one-win")
 
-    def duplicate():
-        try:
-            second["result"] = services.process_win(
-                group="mega", player=player.pk, operation_id="one-win"
-            )
-        except Exception as exc:
-            second["error"] = exc
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=first), threading.Thread(target=duplicate)]
-    threads[0].start()
-    try:
-        assert paid.wait(timeout=10)
-        threads[1].start()
-        assert _waiting_for_a_lock(), "the duplicate never waited for the pool lock"
-    finally:
-        release.set()
-        for thread in threads:
-            thread.join(timeout=30)
+    second = while_held(pay, pay)
     assert "error" not in second, second.get("error")
     result = second["result"]
     assert result.replayed and result.win.amount == held
@@ -211,50 +169,9 @@ def test_a_duplicate_win_that_waited_for_the_pool_lock_replays(pools, player):
     assert_books_balance()
 
 
-def _twin_contributes_while_the_first_holds(player, contribute) -> dict:
-    """`first` applies operation "twin-bet" in a transaction it keeps open; `contribute` then
-    runs the same operation in a transaction of its own, waits on the unique index, and the
-    first commits. What the twin's transaction saw: its result or error, and whether it could
-    still run a statement afterwards."""
-    applied, release, twin = threading.Event(), threading.Event(), {}
-
-    def first():
-        try:
-            with transaction.atomic():
-                services.contribute(player=player.pk, bet=40_000, operation_id="twin-bet")
-                applied.set()
-                release.wait(timeout=20)  # the contribution is written, uncommitted
-        finally:
-            connections.close_all()
-
-    def second():
-        try:
-            with transaction.atomic():
-                try:
-                    twin["result"] = contribute()
-                except Exception as exc:
-                    twin["error"] = exc
-                try:  # the caller's transaction goes on after the call
-                    Contribution.objects.count()
-                    twin["usable"] = True
-                except Exception:
-                    twin["usable"] = False
-        except Exception:
-            pass  # an aborted transaction's rollback: its outcome is already recorded
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=first), threading.Thread(target=second)]
-    threads[0].start()
-    try:
-        assert applied.wait(timeout=10)
-        threads[1].start()
-        assert _waiting_for_a_lock(), "the twin never waited for the first's insert"
-    finally:
-        release.set()
-        for thread in threads:
-            thread.join(timeout=30)
-    return twin
+def _twin_bet(player):
+    """A call applying operation "twin-bet" for `player`."""
+    return lambda: services.contribute(player=player.pk, bet=40_000, operation_id="twin-bet")
 
 
 def test_a_twin_in_a_callers_transaction_replays_without_a_savepoint(uncapped_pools, player):
@@ -262,10 +179,7 @@ def test_a_twin_in_a_callers_transaction_replays_without_a_savepoint(uncapped_po
     twin with the same operation id that waited for the first's insert gets the first's
     contribution, the caller's transaction stays usable, and the money moves once."""
     before = pool_rows()
-    twin = _twin_contributes_while_the_first_holds(
-        player,
-        lambda: services.contribute(player=player.pk, bet=40_000, operation_id="twin-bet"),
-    )
+    twin = while_held(_twin_bet(player), _twin_bet(player), in_transaction=True)
     assert "error" not in twin, twin.get("error")
     assert twin["result"].replayed and twin["usable"]
     assert twin["result"].attempts == 1  # the one-statement attempt, not a retry
@@ -297,8 +211,8 @@ def test_control_the_statement_without_on_conflict_aborts_the_callers_transactio
         "slot": random.randrange(2),
         "now": timezone.now(),
     }
-    twin = _twin_contributes_while_the_first_holds(
-        player, lambda: sql.run(connection.alias, plain, params)
+    twin = while_held(
+        _twin_bet(player), lambda: sql.run(connection.alias, plain, params), in_transaction=True
     )
     assert type(twin.get("error")).__name__ == "IntegrityError", twin
     assert twin["usable"] is False
