@@ -1,8 +1,8 @@
 """A serializer's output without building the serializer for every response.
 
 `Serializer(instance).data` deep-copies every declared field into a new serializer before it
-renders anything: on a write endpoint's response that was about a tenth of the request's CPU
-(the travel start's `JourneyOut`, profiled through the test client). `represent` renders with
+renders anything: 57-60 us for the travel start's `JourneyOut`, against 15 us rendered by a
+kept instance, on a path where every tens of microseconds count. `represent` renders with
 one instance per serializer class, built on first use and kept: rendering reads the bound
 fields and writes nothing on them, so threads share it. The result is the same dict `.data`
 holds. Only for plain output serializers: no context (no request, so no hyperlinks), no
