@@ -74,26 +74,12 @@ def wait_for_a_lock_waiter(timeout: float = 10, *, pid: int | None = None) -> st
     raise AssertionError("nobody waited for a lock")
 
 
-def waiting_for_a_lock(timeout: float = 10.0) -> bool:
-    """Whether another session of this database is blocked on a lock (polled)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
-            )
-            if cursor.fetchone()[0]:
-                return True
-        time.sleep(0.01)
-    return False
-
-
 def while_held(hold: Callable, then: Callable, *, in_transaction: bool = False) -> dict:
     """`hold()` runs in a transaction that stays open; then `then()` runs on another thread
-    (in a transaction of its own with `in_transaction`) until it waits for one of the held
-    locks, and the holder commits. What `then` got: `result` or `error`, and with
-    `in_transaction`, `usable`: whether its transaction could still run a statement after."""
+    (in a transaction of its own with `in_transaction`); once it waits for one of the held
+    locks (`wait_for_a_lock_waiter`), the holder commits. What `then` got: `result` or
+    `error`, and with `in_transaction`, `usable`: whether its transaction could still run a
+    statement after."""
     from django.db import transaction
 
     held, release, seen = threading.Event(), threading.Event(), {}
@@ -135,7 +121,7 @@ def while_held(hold: Callable, then: Callable, *, in_transaction: bool = False) 
     try:
         assert held.wait(timeout=10), "the holder never took its locks"
         threads[1].start()
-        assert waiting_for_a_lock(), "the second call never waited for the held locks"
+        wait_for_a_lock_waiter()  # the second call waits for one of the held locks
     finally:
         release.set()
         for thread in threads:

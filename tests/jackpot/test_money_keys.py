@@ -7,15 +7,18 @@ either way the pool and the player's gold change once. Below the HTTP layer the 
 operation id is what makes a duplicate apply once (scripts, the admin, an expired record).
 """
 
+import random
 import time
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from game.models import GoldEntry, Player
-from jackpot import services
+from jackpot import services, statements
 from jackpot.models import Contribution, JackpotPool, LedgerEntry, Win
+from nightstorm import sql
 from tests.helpers import race, while_held
 from tests.jackpot.books import assert_books_balance
 
@@ -195,13 +198,6 @@ def test_control_the_statement_without_on_conflict_aborts_the_callers_transactio
 ):
     """CONTROL: the same statement without its ON CONFLICT clause, run the same way: the twin's
     insert fails on the unique index, and the caller's transaction is lost with it."""
-    import random
-
-    from django.utils import timezone
-
-    from jackpot import statements
-    from nightstorm import sql
-
     plain = statements.CONTRIBUTE.replace("ON CONFLICT (operation_id) DO NOTHING", "")
     assert plain != statements.CONTRIBUTE
     params = {

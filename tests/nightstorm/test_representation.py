@@ -1,6 +1,7 @@
 """`represent` renders what `Serializer(instance).data` would, with one shared serializer."""
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
@@ -66,13 +67,27 @@ def test_the_platforms_output_serializers_render_the_same():
     assert represent(PlayerOut, player)["travel"] is None
 
 
-def test_threads_share_one_serializer_without_mixing_their_answers():
+class _Remembering(serializers.IntegerField):
+    """A field that keeps its value on itself while rendering: wrong for a shared instance."""
+
+    def to_representation(self, value):
+        self.last = value
+        time.sleep(0.0002)  # another thread renders meanwhile
+        return self.last
+
+
+class _Careless(serializers.Serializer):
+    seats = _Remembering()
+
+
+def _mixed_answers(serializer) -> list:
+    """The renders that came back wrong, with 8 threads sharing `represent`'s instance."""
     wrong, barrier = [], threading.Barrier(8)
 
     def render(offset):
         barrier.wait()
         for n in range(offset, offset + 400, 8):
-            if represent(_Trip, _trip(n)) != _Trip(_trip(n)).data:
+            if represent(serializer, _trip(n)) != serializer(_trip(n)).data:
                 wrong.append(n)
 
     threads = [threading.Thread(target=render, args=(k,)) for k in range(8)]
@@ -80,4 +95,14 @@ def test_threads_share_one_serializer_without_mixing_their_answers():
         thread.start()
     for thread in threads:
         thread.join()
-    assert wrong == []
+    return wrong
+
+
+def test_threads_share_one_serializer_without_mixing_their_answers():
+    assert _mixed_answers(_Trip) == []
+
+
+def test_control_a_field_that_keeps_state_mixes_answers_when_shared():
+    """CONTROL: the same threads through a serializer whose field writes on itself while it
+    renders get each other's values: the harness above can see a shared instance go wrong."""
+    assert _mixed_answers(_Careless)
